@@ -1,0 +1,118 @@
+"""Patient feedback tied to journey moments."""
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask, jsonify, request
+from sqlalchemy import event
+
+from .config import PROJECT_ROOT, load_settings
+from .extensions import csrf, db, migrate
+
+MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Defaults from config/, then FEEDBACK_* environment variables, then test overrides."""
+    app = Flask(__name__, instance_relative_config=True, template_folder=str(PROJECT_ROOT / "templates"))
+    settings = load_settings()
+    app.config.update({f"FEEDBACK_{k}": v for k, v in settings.items()})
+    if test_config:
+        app.config.update(test_config)
+    Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+
+    database_url = app.config["FEEDBACK_DATABASE_URL"] or f"sqlite:///{Path(app.instance_path) / 'feedback.db'}"
+    app.config["SQLALCHEMY_DATABASE_URI"] = _sqlalchemy_url(database_url)
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SECRET_KEY"] = app.config.get("FEEDBACK_SECRET_KEY") or _instance_secret(app.instance_path)
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = app.config["FEEDBACK_BASE_URL"].startswith("https://")
+
+    db.init_app(app)
+    if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        with app.app_context():
+            event.listen(db.engine, "connect", _sqlite_pragmas)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
+    csrf.init_app(app)
+    _import_models()
+
+    from .channels import registry
+    registry.init_app(app)
+
+    from .api import bp as api_bp
+    from .responses.routes import bp as survey_bp
+    csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
+    app.register_blueprint(api_bp)
+    app.register_blueprint(survey_bp)
+
+    @app.get("/healthz")
+    def healthz():
+        from sqlalchemy import text
+        db.session.execute(text("SELECT 1"))
+        return jsonify({"status": "ok"})
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def _not_found(exc):
+        if request.path.startswith("/api/"):
+            return jsonify({"error": exc.description}), exc.code
+        return exc
+
+    from .cli import register_cli
+    register_cli(app)
+    return app
+
+
+def _sqlalchemy_url(url: str) -> str:
+    # Accept the usual postgres:// and postgresql:// forms; we ship the psycopg 3 driver.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def _instance_secret(instance_path: str) -> str:
+    """Without FEEDBACK_SECRET_KEY (a laptop, the demo) keep a random key in the instance folder."""
+    path = Path(instance_path) / "secret_key"
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the web process read while the worker writes; SQLite leaves foreign keys off by default.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _engine_options(url: str) -> dict:
+    if url.startswith("sqlite"):
+        # Wait for a writer instead of failing at once when web and worker write together.
+        return {"connect_args": {"timeout": 30}}
+    return {"pool_pre_ping": True}
+
+
+def _import_models() -> None:
+    """Import every model module so that metadata (and Alembic) see all tables."""
+    from .api import models as _a  # noqa: F401
+    from .events import models as _e  # noqa: F401
+    from .journeys import models as _j  # noqa: F401
+    from .patients import models as _p  # noqa: F401
+    from .responses import models as _r  # noqa: F401
+    from .rollups import models as _ro  # noqa: F401
+    from .scheduling import models as _s  # noqa: F401
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Log to stderr with contact details masked."""
+    from .security import install_log_redaction
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_redaction()

@@ -1,0 +1,42 @@
+"""The JSON API under /api/v1: events in, journeys and scores out."""
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, g, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from .keys import authenticate
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def error(status: int, message: str, errors: dict | None = None):
+    body = {"error": message}
+    if errors is not None:
+        body["errors"] = errors
+    return jsonify(body), status
+
+
+def require_api_key(view):
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, key = header.partition(" ")
+        api_key = authenticate(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+        if api_key is None:
+            response, status = error(401, "a valid API key is required: Authorization: Bearer <key>")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="feedback-service"'
+            return response, status
+        g.api_key = api_key
+        return view(*args, **kwargs)
+    return wrapper
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):
+    # Clients of the API always get JSON, including for 404, 405 and unreadable bodies.
+    return error(exc.code or 500, exc.description or exc.name)
+
+
+from . import routes  # noqa: E402,F401  (registers the views on bp)

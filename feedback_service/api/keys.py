@@ -1,0 +1,36 @@
+"""API keys: created from the CLI, shown once, stored as a hash, checked on every API call."""
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+
+from ..extensions import db
+from ..security import hash_secret
+from ..sqltypes import utcnow
+from .models import ApiKey
+
+KEY_PREFIX = "fbk_"
+
+
+def create_api_key(name: str) -> tuple[ApiKey, str]:
+    """Store a new key under `name`; returns (row, the key itself, which is never stored)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, key_hash=hash_secret(key), prefix=key[:8])
+    db.session.add(row)
+    db.session.commit()
+    return row, key
+
+
+def authenticate(key: str) -> ApiKey | None:
+    """The live key row for this key, or None; notes when it was last used."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    row = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(key), ApiKey.revoked_at.is_(None)))
+    if row is not None:
+        now = utcnow()
+        # Written at most once a minute: every API call should not be a write.
+        if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+            row.last_used_at = now
+            db.session.commit()
+    return row

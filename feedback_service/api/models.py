@@ -1,0 +1,19 @@
+"""API keys: only a hash is stored; the key is shown once at creation."""
+from __future__ import annotations
+
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..sqltypes import UTCDateTime, utcnow
+
+
+class ApiKey(db.Model):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(db.String(80), unique=True)  # also the event source
+    key_hash: Mapped[str] = mapped_column(db.String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(db.String(12))  # to recognise a key in lists
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    last_used_at = mapped_column(UTCDateTime, nullable=True)
+    revoked_at = mapped_column(UTCDateTime, nullable=True)

@@ -1,0 +1,112 @@
+"""The OpenAPI 3.1 document of /api/v1. Request schemas come from the pydantic models themselves."""
+from __future__ import annotations
+
+from pydantic.json_schema import models_json_schema
+
+from ..events.schemas import MAX_BATCH, EventIn
+
+_defs = models_json_schema([(EventIn, "validation")], ref_template="#/components/schemas/{model}")[1]["$defs"]
+
+_error = {"$ref": "#/components/schemas/Error"}
+_cell = {
+    "type": "object",
+    "description": "Suppressed cells (fewer responses than min_reporting_n) carry only suppressed: true.",
+    "properties": {
+        "suppressed": {"type": "boolean"},
+        "responses": {"type": "integer"}, "sent": {"type": "integer"},
+        "response_rate": {"type": ["number", "null"], "description": "responses / sent"},
+        "satisfaction": {"$ref": "#/components/schemas/Measure"},
+        "friction": {"$ref": "#/components/schemas/Measure"},
+    },
+    "required": ["suppressed"],
+}
+_invitation = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "status": {"type": "string", "enum": ["scheduled", "sending", "sent", "answered", "failed", "expired",
+                                               "skipped", "unknown"]},
+        "reason": {"type": ["string", "null"]}, "stage": {"type": "string"}, "touchpoint": {"type": "string"},
+        "channel": {"type": ["string", "null"]}, "question_set": {"type": "string"},
+        "question_set_version": {"type": "integer"}, "send_at": {"type": ["string", "null"], "format": "date-time"},
+    },
+}
+_recorded = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"}, "external_id": {"type": "string"}, "duplicate": {"type": "boolean"},
+        "journey": {"type": "string"}, "type": {"type": "string"},
+        "invitations": {"type": "array", "items": {"$ref": "#/components/schemas/Invitation"}},
+        "reason": {"type": ["string", "null"], "description": "why no survey will be sent, if none will"},
+    },
+}
+_auth = {"401": {"description": "missing or wrong API key", "content": {"application/json": {"schema": _error}}}}
+
+OPENAPI = {
+    "openapi": "3.1.0",
+    "info": {"title": "Patient feedback service", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            **_defs,
+            "Error": {"type": "object", "properties": {
+                "error": {"type": "string"},
+                "errors": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "message per bad field, keyed by its path"}},
+                "required": ["error"]},
+            "Invitation": _invitation,
+            "RecordedEvent": _recorded,
+            "Measure": {"type": "object", "properties": {
+                "suppressed": {"type": "boolean"}, "score": {"type": "number"}, "n": {"type": "integer"},
+                "responses": {"type": "integer"}, "top_box_pct": {"type": "number"},
+                "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}},
+                "required": ["suppressed"]},
+            "Cell": _cell,
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/api/v1/events": {"post": {
+            "summary": "Record journey events; each may schedule a survey invitation",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
+                {"$ref": "#/components/schemas/EventIn"},
+                {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}, "minItems": 1,
+                 "maxItems": MAX_BATCH}]}}}},
+            "responses": {
+                "202": {"description": "stored (a list answers {events: [...]})", "content": {"application/json": {
+                    "schema": {"oneOf": [{"$ref": "#/components/schemas/RecordedEvent"}, {
+                        "type": "object", "properties": {"events": {"type": "array", "items": {
+                            "$ref": "#/components/schemas/RecordedEvent"}}}}]}}}},
+                "200": {"description": "every event was a duplicate; nothing changed"},
+                "415": {"description": "not JSON", "content": {"application/json": {"schema": _error}}},
+                "422": {"description": "invalid; nothing stored", "content": {"application/json": {"schema": _error}}},
+                **_auth,
+            },
+        }},
+        "/api/v1/journeys": {"get": {
+            "summary": "Journeys with their ordered stages and touchpoints",
+            "responses": {"200": {"description": "journeys"}, **_auth},
+        }},
+        "/api/v1/journeys/{slug}/scores": {"get": {
+            "summary": "Per-stage and per-touchpoint scores for journey moments in a period",
+            "parameters": [
+                {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+                 "description": "first day of journey moments (UTC), inclusive"},
+                {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+                 "description": "last day, inclusive"},
+            ],
+            "responses": {
+                "200": {"description": "scores", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {
+                        "journey": {"type": "string"}, "min_reporting_n": {"type": "integer"},
+                        "stages": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/Cell"}, {
+                            "type": "object", "properties": {"touchpoints": {"type": "array", "items": {
+                                "$ref": "#/components/schemas/Cell"}}}}]}}}}}}},
+                "404": {"description": "no such journey", "content": {"application/json": {"schema": _error}}},
+                "422": {"description": "bad dates", "content": {"application/json": {"schema": _error}}},
+                **_auth,
+            },
+        }},
+    },
+}

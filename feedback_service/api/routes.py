@@ -1,0 +1,95 @@
+"""API views: parse, call one service, map the outcome to HTTP."""
+from __future__ import annotations
+
+from datetime import date
+
+from flask import current_app, g, jsonify, request
+from sqlalchemy import select
+
+from ..events.schemas import parse_events
+from ..events.services import EventRejected, record_events
+from ..extensions import db
+from ..journeys.models import Journey
+from ..rollups.services import journey_scores
+from ..scheduling.rules import SendPolicy
+from . import bp, error, require_api_key
+from .openapi import OPENAPI
+
+
+def _invitation_json(inv) -> dict:
+    return {
+        "id": inv.id, "status": inv.status, "reason": inv.skip_reason,
+        "stage": inv.stage.slug, "touchpoint": inv.touchpoint.slug, "channel": inv.channel,
+        "question_set": inv.question_set_version.question_set.key,
+        "question_set_version": inv.question_set_version.version,
+        "send_at": inv.send_at.isoformat() if inv.send_at else None,
+    }
+
+
+def _event_json(rec) -> dict:
+    return {
+        "id": rec.event.id, "external_id": rec.event.external_id, "duplicate": rec.duplicate,
+        "journey": rec.event.journey.slug, "type": rec.event.type,
+        "invitations": [_invitation_json(i) for i in rec.invitations],
+        # Why this event will not lead to a survey, if it will not.
+        "reason": rec.reason,
+    }
+
+
+@bp.post("/events")
+@require_api_key
+def post_events():
+    body = request.get_json(silent=True)
+    if body is None:
+        return error(422 if request.is_json else 415, "the body must be JSON (Content-Type: application/json)",
+                     {"body": "not valid JSON"})
+    items, is_list, errors = parse_events(body)
+    if errors:
+        return error(422, "invalid event", errors)
+    try:
+        results = record_events(items, source=g.api_key.name, policy=SendPolicy.from_config(current_app.config),
+                                default_journey=current_app.config["FEEDBACK_DEFAULT_JOURNEY"])
+    except EventRejected as exc:
+        return error(422, "invalid event", exc.errors)
+    status = 200 if all(r.duplicate for r in results) else 202
+    if is_list:
+        return jsonify({"events": [_event_json(r) for r in results]}), status
+    return jsonify(_event_json(results[0])), status
+
+
+@bp.get("/journeys")
+@require_api_key
+def list_journeys():
+    journeys = db.session.scalars(select(Journey).order_by(Journey.slug))
+    return jsonify({"journeys": [{
+        "slug": j.slug, "name": j.name, "default": j.is_default, "locales": j.locales,
+        "stages": [{"slug": s.slug, "name": s.name, "position": s.position,
+                    "touchpoints": [{"slug": t.slug, "name": t.name, "kind": t.kind, "position": t.position}
+                                    for t in s.touchpoints]} for s in j.stages],
+    } for j in journeys]})
+
+
+@bp.get("/journeys/<slug>/scores")
+@require_api_key
+def scores(slug: str):
+    journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
+    if journey is None:
+        return error(404, f"no journey {slug!r}")
+    errors, bounds = {}, {}
+    for name in ("from", "to"):
+        raw = request.args.get(name)
+        try:
+            bounds[name] = date.fromisoformat(raw) if raw else None
+        except ValueError:
+            errors[name] = "must be a date, YYYY-MM-DD"
+    if not errors and bounds["from"] and bounds["to"] and bounds["from"] > bounds["to"]:
+        errors["from"] = "must not be after 'to'"
+    if errors:
+        return error(422, "invalid query", errors)
+    return jsonify(journey_scores(journey, bounds["from"], bounds["to"],
+                                  current_app.config["FEEDBACK_MIN_REPORTING_N"]))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(OPENAPI)

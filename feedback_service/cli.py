@@ -1,0 +1,175 @@
+"""The feedback-service command: a Flask CLI group."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
+
+from .config import project_path
+
+
+def _create_app():
+    from . import configure_logging, create_app
+    app = create_app()
+    configure_logging(app.config["FEEDBACK_LOG_LEVEL"])
+    return app
+
+
+@click.group(cls=FlaskGroup, create_app=_create_app, add_default_commands=False, add_version_option=False)
+def main():
+    """Patient feedback tied to journey moments."""
+
+
+main.add_command(shell_command)
+main.add_command(routes_command)
+
+
+def register_cli(app) -> None:
+    """Also expose the commands as `flask --app feedback_service <command>`."""
+    for command in (init, api_key, jobs_group, worker, demo):
+        app.cli.add_command(command)
+
+
+@click.command()
+@with_appcontext
+def init():
+    """Create or upgrade the schema (Alembic), then load the question-set library."""
+    from flask_migrate import upgrade
+
+    from .extensions import db
+    from .journeys.library import LibraryError, load_library
+
+    upgrade()
+    root = project_path(current_app.config["FEEDBACK_SURVEYS_DIR"])
+    try:
+        summary = load_library(root)
+    except LibraryError as exc:
+        db.session.rollback()
+        raise click.ClickException("question-set library refused, nothing loaded:\n" + "\n".join(exc.errors))
+    db.session.commit()
+    click.echo(f"schema up to date; {summary['journeys']} journeys loaded from {root}, "
+               f"{summary['published']} question-set versions published")
+
+
+@click.group("api-key")
+def api_key():
+    """Manage API keys."""
+
+
+@api_key.command("create")
+@click.argument("name")
+@with_appcontext
+def api_key_create(name):
+    """Create a key named NAME (also the events' source) and print it once."""
+    from sqlalchemy.exc import IntegrityError
+
+    from .api.keys import create_api_key
+    from .extensions import db
+
+    try:
+        _, key = create_api_key(name)
+    except IntegrityError:
+        db.session.rollback()
+        raise click.ClickException(f"an API key named {name!r} exists already")
+    click.echo(key)
+    click.echo("Store this key now: only its hash is kept.", err=True)
+
+
+@api_key.command("revoke")
+@click.argument("name")
+@with_appcontext
+def api_key_revoke(name):
+    """Revoke the key named NAME."""
+    from sqlalchemy import select
+
+    from .api.models import ApiKey
+    from .extensions import db
+    from .sqltypes import utcnow
+
+    row = db.session.scalar(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)))
+    if row is None:
+        raise click.ClickException(f"no live API key named {name!r}")
+    row.revoked_at = utcnow()
+    db.session.commit()
+    click.echo(f"revoked {name}")
+
+
+@click.group("jobs")
+def jobs_group():
+    """Scheduled work."""
+
+
+@jobs_group.command("run-once")
+@with_appcontext
+def jobs_run_once():
+    """Run every scheduled job once, then exit."""
+    import jobs
+
+    click.echo(json.dumps(jobs.run_all_once(current_app._get_current_object())))
+
+
+@click.command()
+@with_appcontext
+def worker():
+    """Run the scheduler process (APScheduler): dispatch, recovery and expiry ticks."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    import jobs
+
+    app = current_app._get_current_object()
+    scheduler = BlockingScheduler(timezone="UTC")
+    jobs.register(scheduler, app)
+
+    def _stop(signum, frame):
+        # Let the running tick finish its current invitation; nothing is cut mid-send.
+        scheduler.shutdown(wait=True)
+
+    signal.signal(signal.SIGTERM, _stop)
+    click.echo("worker started", err=True)
+    for job in jobs.JOBS:  # first tick now rather than one interval from now
+        scheduler.add_job(job.run, args=[app], id=f"{job.NAME}-first")
+    try:
+        scheduler.start()
+    except KeyboardInterrupt:
+        pass
+
+
+@click.command("run")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5000, show_default=True, type=int)
+@click.option("--with-worker", is_flag=True, help="Also start the worker, as a separate process.")
+@with_appcontext
+def run_command(host, port, with_worker):
+    """Development server (use gunicorn in production)."""
+    child = subprocess.Popen([sys.argv[0], "worker"]) if with_worker else None
+    try:
+        # No reloader: it would fork a second server, and the worker must stay a single process.
+        current_app.run(host=host, port=port, debug=False, use_reloader=False)
+    finally:
+        if child is not None:
+            child.terminate()
+            child.wait(timeout=30)
+
+
+@click.command()
+@click.option("--patients", default=400, show_default=True, help="Simulated patients.")
+@with_appcontext
+def demo(patients):
+    """Seed the demo journey with realistic simulated events and answers."""
+    from .demo import seed_demo
+
+    summary = seed_demo(patients=patients)
+    click.echo(json.dumps(summary))
+
+
+main.add_command(init)
+main.add_command(api_key)
+main.add_command(jobs_group)
+main.add_command(worker)
+main.add_command(run_command)
+main.add_command(demo)

@@ -1,0 +1,100 @@
+"""Event intake: store each journey event once and let its trigger rule schedule an invitation."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from ..extensions import db
+from ..journeys.models import Journey
+from ..patients.services import upsert_patient
+from ..scheduling.rules import SendPolicy
+from ..scheduling.services import schedule_invitation
+from ..sqltypes import utcnow
+from .models import Event
+from .schemas import EventIn
+
+
+class EventRejected(ValueError):
+    """The event is well-formed but names things we do not know; `errors` by field path."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(str(errors))
+        self.errors = errors
+
+
+@dataclass
+class Recorded:
+    event: Event
+    duplicate: bool
+    reason: str | None = None  # why nothing was scheduled, if nothing was
+    invitations: list = field(default_factory=list)
+
+
+def resolve_targets(items: list[EventIn], default_journey: str = "") -> list[tuple]:
+    """(journey, touchpoint or None) for each item, or EventRejected naming every unknown slug."""
+    errors: dict[str, str] = {}
+    out = []
+    journeys: dict[str | None, Journey | None] = {}
+    for i, item in enumerate(items):
+        prefix = f"[{i}]." if len(items) > 1 else ""
+        slug = item.journey or default_journey or None
+        if slug not in journeys:
+            q = select(Journey).where(Journey.slug == slug) if slug else select(Journey).where(Journey.is_default)
+            journeys[slug] = db.session.scalar(q)
+        journey = journeys[slug]
+        if journey is None:
+            errors[prefix + "journey"] = f"no journey {slug!r}" if slug else "no default journey is set up"
+            out.append((None, None))
+            continue
+        touchpoint = None
+        rule = next((r for r in journey.rules if r.event_type == item.type), None)
+        if item.touchpoint:
+            # The touchpoint must sit in the stage this event type surveys, else scores would mix stages.
+            stages = [rule.stage] if rule else journey.stages
+            touchpoint = next((tp for st in stages for tp in st.touchpoints if tp.slug == item.touchpoint), None)
+            if touchpoint is None:
+                where = f"stage {rule.stage.slug!r}" if rule else f"journey {journey.slug!r}"
+                errors[prefix + "touchpoint"] = f"no touchpoint {item.touchpoint!r} in {where}"
+        elif rule:
+            touchpoint = rule.default_touchpoint
+        out.append((journey, touchpoint))
+    if errors:
+        raise EventRejected(errors)
+    return out
+
+
+def record_events(items: list[EventIn], source: str, policy: SendPolicy, default_journey: str = "",
+                  now=None) -> list[Recorded]:
+    """Store new events (all or nothing) and schedule their invitations in the same transaction."""
+    now = now or utcnow()
+    targets = resolve_targets(items, default_journey)
+    try:
+        results = [_record_one(item, journey, tp, source, policy, now) for item, (journey, tp) in zip(items, targets)]
+        db.session.commit()
+    except IntegrityError:
+        # Another request stored one of these events between our check and our insert:
+        # start again, and this time it is a duplicate.
+        db.session.rollback()
+        results = [_record_one(item, journey, tp, source, policy, now) for item, (journey, tp) in zip(items, targets)]
+        db.session.commit()
+    return results
+
+
+def _record_one(item: EventIn, journey, touchpoint, source, policy, now) -> Recorded:
+    existing = db.session.scalar(select(Event).where(Event.source == source, Event.external_id == item.external_id))
+    if existing is not None:
+        return Recorded(existing, duplicate=True, invitations=list(existing.invitations))
+    patient = upsert_patient(item.patient)
+    event = Event(source=source, external_id=item.external_id, type=item.type, occurred_at=item.occurred_at,
+                  journey=journey, touchpoint=touchpoint, patient=patient)
+    db.session.add(event)
+    db.session.flush()
+    rule = next((r for r in journey.rules if r.event_type == item.type), None)
+    invitation = schedule_invitation(event, rule, policy, now)
+    if invitation is None:
+        reason = "no-rule" if rule is None or not rule.active else "no-published-question-set"
+        return Recorded(event, duplicate=False, reason=reason)
+    db.session.flush()
+    return Recorded(event, duplicate=False, reason=invitation.skip_reason, invitations=[invitation])

@@ -1,0 +1,140 @@
+"""Journeys, their ordered stages and touchpoints, versioned question sets and trigger rules."""
+from __future__ import annotations
+
+from sqlalchemy import JSON, ForeignKey, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from ..sqltypes import UTCDateTime, utcnow
+
+TOUCHPOINT_KINDS = ("digital", "human", "physical")
+EVENT_TYPES = ("booking", "discharge", "follow_up")
+
+
+class Journey(db.Model):
+    __tablename__ = "journeys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(db.String(80), unique=True)
+    name: Mapped[str] = mapped_column(db.String(200))
+    is_default: Mapped[bool] = mapped_column(default=False)
+    # Locales the journey's question sets are written in; the first is the fallback.
+    locales: Mapped[list] = mapped_column(JSON, default=lambda: ["en"])
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    stages: Mapped[list["Stage"]] = relationship(
+        back_populates="journey", order_by="Stage.position", cascade="all, delete-orphan"
+    )
+    rules: Mapped[list["TriggerRule"]] = relationship(back_populates="journey", cascade="all, delete-orphan")
+
+    def stage(self, slug: str) -> "Stage | None":
+        return next((s for s in self.stages if s.slug == slug), None)
+
+    def locale_for(self, wanted: str | None) -> str:
+        """Best journey locale for a patient's locale tag ("es-MX" -> "es")."""
+        if wanted:
+            wanted = wanted.replace("_", "-").lower()
+            for candidate in (wanted, wanted.split("-")[0]):
+                if candidate in self.locales:
+                    return candidate
+        return self.locales[0]
+
+
+class Stage(db.Model):
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("journey_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
+    slug: Mapped[str] = mapped_column(db.String(80))
+    name: Mapped[str] = mapped_column(db.String(200))
+    position: Mapped[int]
+
+    journey: Mapped[Journey] = relationship(back_populates="stages")
+    touchpoints: Mapped[list["Touchpoint"]] = relationship(
+        back_populates="stage", order_by="Touchpoint.position", cascade="all, delete-orphan"
+    )
+
+    def touchpoint(self, slug: str) -> "Touchpoint | None":
+        return next((t for t in self.touchpoints if t.slug == slug), None)
+
+
+class Touchpoint(db.Model):
+    __tablename__ = "touchpoints"
+    __table_args__ = (UniqueConstraint("stage_id", "slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    slug: Mapped[str] = mapped_column(db.String(80))
+    name: Mapped[str] = mapped_column(db.String(200))
+    kind: Mapped[str] = mapped_column(db.String(20))
+    position: Mapped[int]
+
+    stage: Mapped[Stage] = relationship(back_populates="touchpoints")
+
+
+class QuestionSet(db.Model):
+    __tablename__ = "question_sets"
+    __table_args__ = (UniqueConstraint("stage_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
+    key: Mapped[str] = mapped_column(db.String(80))
+
+    stage: Mapped[Stage] = relationship()
+    versions: Mapped[list["QuestionSetVersion"]] = relationship(
+        back_populates="question_set", order_by="QuestionSetVersion.version"
+    )
+
+    @property
+    def current(self) -> "QuestionSetVersion | None":
+        """Latest published version, the one new invitations ask."""
+        published = [v for v in self.versions if v.published_at is not None]
+        return published[-1] if published else None
+
+
+class QuestionSetVersion(db.Model):
+    """One immutable published version; `content` is the validated question-set document."""
+
+    __tablename__ = "question_set_versions"
+    __table_args__ = (UniqueConstraint("question_set_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_set_id: Mapped[int] = mapped_column(ForeignKey("question_sets.id"))
+    version: Mapped[int]
+    content: Mapped[dict] = mapped_column(JSON)
+    # sha256 of the canonical content: loading the same file twice publishes nothing new.
+    content_hash: Mapped[str] = mapped_column(db.String(64))
+    published_at = mapped_column(UTCDateTime, nullable=True)
+
+    question_set: Mapped[QuestionSet] = relationship(back_populates="versions")
+
+    @property
+    def questions(self) -> list[dict]:
+        return self.content["questions"]
+
+
+class TriggerRule(db.Model):
+    """Event type -> which stage's question set, when, on which channels."""
+
+    __tablename__ = "trigger_rules"
+    __table_args__ = (UniqueConstraint("journey_id", "event_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
+    event_type: Mapped[str] = mapped_column(db.String(20))
+    question_set_id: Mapped[int] = mapped_column(ForeignKey("question_sets.id"))
+    default_touchpoint_id: Mapped[int] = mapped_column(ForeignKey("touchpoints.id"))
+    delay_minutes: Mapped[int]
+    channels: Mapped[list] = mapped_column(JSON)  # preference order, e.g. ["sms", "email"]
+    link_ttl_days: Mapped[int | None] = mapped_column(nullable=True)  # None: the setting
+    fatigue_days: Mapped[int | None] = mapped_column(nullable=True)  # None: the setting
+    active: Mapped[bool] = mapped_column(default=True)
+
+    journey: Mapped[Journey] = relationship(back_populates="rules")
+    question_set: Mapped[QuestionSet] = relationship()
+    default_touchpoint: Mapped[Touchpoint] = relationship()
+
+    @property
+    def stage(self) -> Stage:
+        return self.question_set.stage

@@ -1,0 +1,194 @@
+"""Question types, question-set validation and score normalisation: plain functions, no Flask."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+MEASURES = ("satisfaction", "friction")
+KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+MIN_QUESTIONS, MAX_QUESTIONS = 2, 5
+MAX_TEXT_ANSWER = 2000
+
+# type -> (lowest, highest, default better end); None where the type has no numeric scale.
+SCALES = {
+    "rating": (1, 5, "high"),
+    "effort": (1, 7, None),  # CES wording varies, so the set must say which end is better
+    "nps": (0, 10, "high"),
+}
+QUESTION_TYPES = ("rating", "effort", "nps", "yes_no", "single_choice", "text")
+# An answer counts as top box when its normalised goodness reaches this: the best box of a
+# 1-5 or 1-7 scale, 9-10 on NPS (promoters), the better answer of yes/no.
+TOP_BOX_GOODNESS = 90.0
+
+
+class QuestionSetError(ValueError):
+    """A question-set document is invalid; `errors` maps a field path to a message."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+        self.errors = errors
+
+
+def content_hash(content: dict) -> str:
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def validate_question_set(doc: dict, locales: list[str]) -> dict:
+    """Check a question-set document against the journey's locales; return its canonical form."""
+    errors: dict[str, str] = {}
+
+    def texts(path: str, value, required=True) -> dict | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, dict):
+            errors[path] = f"must give a text per locale ({', '.join(locales)})"
+            return None
+        missing = [loc for loc in locales if not str(value.get(loc) or "").strip()]
+        if missing:
+            errors[path] = f"missing translation for {', '.join(missing)}"
+        return {loc: str(value[loc]).strip() for loc in locales if value.get(loc)}
+
+    key = doc.get("key")
+    if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9-]{0,79}$", key):
+        errors["key"] = "must be a lower-case slug"
+    canonical = {"key": key, "title": texts("title", doc.get("title")), "questions": []}
+    intro = texts("intro", doc.get("intro"), required=False)
+    if intro:
+        canonical["intro"] = intro
+
+    questions = doc.get("questions")
+    if not isinstance(questions, list) or not (MIN_QUESTIONS <= len(questions) <= MAX_QUESTIONS):
+        errors["questions"] = f"a short survey has {MIN_QUESTIONS} to {MAX_QUESTIONS} questions"
+        questions = questions if isinstance(questions, list) else []
+    seen: set[str] = set()
+    for i, q in enumerate(questions):
+        path = f"questions[{i}]"
+        if not isinstance(q, dict):
+            errors[path] = "must be a mapping"
+            continue
+        qkey, qtype = q.get("key"), q.get("type")
+        if not isinstance(qkey, str) or not KEY_RE.match(qkey):
+            errors[f"{path}.key"] = "must be a lower-case identifier (letters, digits, _)"
+        elif qkey in seen or qkey in {"csrf_token", "submit"}:
+            errors[f"{path}.key"] = f"{qkey!r} is used twice or reserved"
+        seen.add(qkey)
+        if qtype not in QUESTION_TYPES:
+            errors[f"{path}.type"] = f"must be one of {', '.join(QUESTION_TYPES)}"
+            continue
+        out = {"key": qkey, "type": qtype, "text": texts(f"{path}.text", q.get("text")),
+               "required": bool(q.get("required", qtype != "text"))}
+        measure = q.get("measure")
+        if qtype == "text":
+            if measure:
+                errors[f"{path}.measure"] = "free-text answers are not scored"
+        elif measure is not None and measure not in MEASURES:
+            errors[f"{path}.measure"] = "must be satisfaction or friction"
+        elif measure:
+            out["measure"] = measure
+        if qtype in SCALES:
+            if measure is None:
+                errors[f"{path}.measure"] = "scale questions must feed satisfaction or friction"
+            better = q.get("better", SCALES[qtype][2])
+            if better not in ("high", "low"):
+                errors[f"{path}.better"] = "must be high or low (which end of the scale is better)"
+            out["better"] = better
+            anchors = q.get("anchors")
+            if anchors is not None:
+                out["anchors"] = {}
+                for loc in locales:
+                    pair = anchors.get(loc) if isinstance(anchors, dict) else None
+                    if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(a, str) for a in pair)):
+                        errors[f"{path}.anchors.{loc}"] = "must be [lowest label, highest label]"
+                    else:
+                        out["anchors"][loc] = pair
+        elif qtype == "yes_no":
+            better = q.get("better", "yes")
+            if better not in ("yes", "no"):
+                errors[f"{path}.better"] = "must be yes or no"
+            out["better"] = better
+        elif qtype == "single_choice":
+            options = q.get("options")
+            if not isinstance(options, list) or len(options) < 2:
+                errors[f"{path}.options"] = "needs at least two options"
+                options = []
+            out["options"] = []
+            for j, opt in enumerate(options):
+                opath = f"{path}.options[{j}]"
+                if not isinstance(opt, dict) or not isinstance(opt.get("value"), str):
+                    errors[opath] = "needs a value and a label per locale"
+                    continue
+                option = {"value": opt["value"], "label": texts(f"{opath}.label", opt.get("label"))}
+                if "score" in opt:
+                    if not isinstance(opt["score"], (int, float)) or not 0 <= opt["score"] <= 100:
+                        errors[f"{opath}.score"] = "must be 0-100 (100 = best)"
+                    option["score"] = opt["score"]
+                out["options"].append(option)
+            scored = [o for o in out["options"] if "score" in o]
+            if scored and len(scored) != len(out["options"]):
+                errors[f"{path}.options"] = "score every option or none"
+            if scored and not measure:
+                errors[f"{path}.measure"] = "scored options must feed satisfaction or friction"
+            if measure and not scored:
+                errors[f"{path}.options"] = "a measured choice question needs a score on each option"
+        canonical["questions"].append(out)
+
+    if errors:
+        raise QuestionSetError(errors)
+    return canonical
+
+
+def choices(question: dict, locale: str) -> list[tuple[str, str]]:
+    """(value, label) pairs for a closed question, in display order."""
+    qtype = question["type"]
+    if qtype in SCALES:
+        lo, hi, _ = SCALES[qtype]
+        anchors = question.get("anchors", {}).get(locale)
+        out = []
+        for v in range(lo, hi + 1):
+            label = str(v)
+            if anchors and v in (lo, hi):
+                label = f"{v} - {anchors[0] if v == lo else anchors[1]}"
+            out.append((str(v), label))
+        return out
+    if qtype == "yes_no":
+        return [("yes", YES_NO[locale][0] if locale in YES_NO else "Yes"),
+                ("no", YES_NO[locale][1] if locale in YES_NO else "No")]
+    if qtype == "single_choice":
+        return [(o["value"], o["label"].get(locale) or next(iter(o["label"].values()))) for o in question["options"]]
+    return []
+
+
+YES_NO = {"en": ("Yes", "No"), "es": ("Sí", "No")}
+
+
+def goodness(question: dict, value: str) -> float | None:
+    """How good an answer is, 0-100 (100 = the better end), or None if it is not scored."""
+    qtype = question["type"]
+    if qtype in SCALES:
+        lo, hi, _ = SCALES[qtype]
+        v = int(value)
+        if not lo <= v <= hi:
+            raise ValueError(f"{value} is outside {lo}-{hi}")
+        frac = (v - lo) / (hi - lo)
+        return 100.0 * (frac if question["better"] == "high" else 1 - frac)
+    if qtype == "yes_no" and "measure" in question:
+        if value not in ("yes", "no"):
+            raise ValueError(f"{value!r} is not yes or no")
+        return 100.0 if value == question["better"] else 0.0
+    if qtype == "single_choice" and "measure" in question:
+        for option in question["options"]:
+            if option["value"] == value:
+                return float(option["score"])
+        raise ValueError(f"{value!r} is not an option")
+    return None
+
+
+def score_answer(question: dict, value: str) -> tuple[str | None, float | None, bool | None]:
+    """(measure, score 0-100 on that measure's scale, top box) for one answer."""
+    good = goodness(question, value)
+    if good is None:
+        return None, None, None
+    measure = question["measure"]
+    score = good if measure == "satisfaction" else 100.0 - good
+    return measure, round(score, 4), good >= TOP_BOX_GOODNESS

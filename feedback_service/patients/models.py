@@ -1,0 +1,42 @@
+"""Patients as the hospital identifies them, with contact details and consent, and opt-outs."""
+from __future__ import annotations
+
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from ..sqltypes import UTCDateTime, utcnow
+
+
+class Patient(db.Model):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_id: Mapped[str] = mapped_column(db.String(128), unique=True)
+    first_name: Mapped[str | None] = mapped_column(db.String(100), nullable=True)
+    phone: Mapped[str | None] = mapped_column(db.String(20), nullable=True)  # E.164
+    email: Mapped[str | None] = mapped_column(db.String(254), nullable=True)
+    locale: Mapped[str | None] = mapped_column(db.String(20), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(db.String(64), nullable=True)
+    consent_sms: Mapped[bool] = mapped_column(default=False)
+    consent_email: Mapped[bool] = mapped_column(default=False)
+    updated_at = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False)
+
+    def address(self, medium: str) -> str | None:
+        return self.phone if medium == "sms" else self.email
+
+    def consents_to(self, medium: str) -> bool:
+        return self.consent_sms if medium == "sms" else self.consent_email
+
+
+class OptOut(db.Model):
+    """An address that asked for no more surveys; checked at scheduling and again at send time."""
+
+    __tablename__ = "opt_outs"
+    __table_args__ = (UniqueConstraint("medium", "address"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    medium: Mapped[str] = mapped_column(db.String(10))  # sms | email
+    address: Mapped[str] = mapped_column(db.String(254))  # E.164 or lower-cased email
+    source: Mapped[str] = mapped_column(db.String(40))  # survey-page, cli, ...
+    created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -1,0 +1,45 @@
+"""Patient records and opt-outs."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from ..extensions import db
+from .models import OptOut, Patient
+
+
+def normalise_address(medium: str, address: str) -> str:
+    return address.strip().lower() if medium == "email" else address.strip()
+
+
+def upsert_patient(data) -> Patient:
+    """Create or update the patient from an event's patient block (the latest event wins)."""
+    # FOR UPDATE (PostgreSQL) serialises two events for one patient, so fatigue checks see each other.
+    patient = db.session.scalar(select(Patient).where(Patient.external_id == data.id).with_for_update())
+    if patient is None:
+        patient = Patient(external_id=data.id)
+        db.session.add(patient)
+    patient.first_name = data.first_name
+    patient.phone = data.phone
+    patient.email = normalise_address("email", data.email) if data.email else None
+    patient.locale = data.locale
+    patient.timezone = data.timezone
+    patient.consent_sms = data.consent_sms
+    patient.consent_email = data.consent_email
+    return patient
+
+
+def is_opted_out(medium: str, address: str | None) -> bool:
+    if not address:
+        return False
+    address = normalise_address(medium, address)
+    return db.session.scalar(
+        select(OptOut.id).where(OptOut.medium == medium, OptOut.address == address)
+    ) is not None
+
+
+def opt_out(medium: str, address: str, source: str) -> bool:
+    """Record an opt-out; returns False if the address had already opted out."""
+    if is_opted_out(medium, address):
+        return False
+    db.session.add(OptOut(medium=medium, address=normalise_address(medium, address), source=source))
+    return True

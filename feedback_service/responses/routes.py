@@ -1,0 +1,58 @@
+"""The patient's survey page: open the link, answer, thank you. Thin: the work is in services."""
+from __future__ import annotations
+
+from flask import Blueprint, redirect, render_template, url_for
+
+from .forms import build_survey_form
+from .services import AlreadyAnswered, find_invitation, mark_opened, open_invitation, opt_out_invitation, record_response
+from .texts import texts_for
+
+bp = Blueprint("survey", __name__, url_prefix="/s")
+
+
+def _unavailable(locale=None):
+    # One page for unknown, malformed, used and expired links: it reveals nothing about the token.
+    return render_template("survey/unavailable.html", t=texts_for(locale), locale=locale or "en"), 404
+
+
+@bp.route("/<token>", methods=["GET", "POST"])
+def survey(token: str):
+    invitation = open_invitation(token)
+    if invitation is None:
+        return _unavailable()
+    version = invitation.question_set_version
+    locale = invitation.locale
+    form = build_survey_form(version.questions, locale)
+    if form.validate_on_submit():
+        values = {q["key"]: form[q["key"]].data for q in version.questions}
+        try:
+            record_response(invitation, values)
+        except AlreadyAnswered:
+            return _unavailable(locale)
+        return redirect(url_for("survey.thanks", token=token))
+    mark_opened(invitation)
+    t = texts_for(locale)
+    return render_template("survey/form.html", form=form, questions=version.questions,
+                           content=version.content, locale=locale, t=t, token=token,
+                           csrf_failed=bool(form.errors.get("csrf_token"))), 200 if not form.errors else 422
+
+
+@bp.route("/<token>/thanks")
+def thanks(token: str):
+    invitation = find_invitation(token)
+    if invitation is None or invitation.status != "answered":
+        return _unavailable()
+    return render_template("survey/thanks.html", t=texts_for(invitation.locale), locale=invitation.locale)
+
+
+@bp.route("/<token>/stop", methods=["GET", "POST"])
+def stop(token: str):
+    invitation = open_invitation(token)
+    if invitation is None:
+        return _unavailable()
+    locale = invitation.locale
+    form = build_survey_form([], locale)
+    if form.validate_on_submit():
+        opt_out_invitation(invitation)
+        return render_template("survey/stopped.html", t=texts_for(locale), locale=locale)
+    return render_template("survey/stop.html", form=form, t=texts_for(locale), locale=locale, token=token)

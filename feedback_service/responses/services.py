@@ -1,0 +1,95 @@
+"""Recording a patient's answers against the invitation's journey, stage, touchpoint and version."""
+from __future__ import annotations
+
+from sqlalchemy import select, update
+
+from ..extensions import db
+from ..journeys.questions import MAX_TEXT_ANSWER, score_answer
+from ..patients.services import opt_out
+from ..rollups.services import record_answers
+from ..scheduling.models import Invitation
+from ..security import hash_secret, looks_like_token
+from ..sqltypes import utcnow
+from .models import Answer, Response
+
+
+class AnswerError(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__(str(errors))
+        self.errors = errors
+
+
+class AlreadyAnswered(Exception):
+    pass
+
+
+def find_invitation(token: str) -> Invitation | None:
+    """The invitation a survey-link token was sent for, in whatever state."""
+    if not looks_like_token(token):
+        return None
+    return db.session.scalar(select(Invitation).where(Invitation.token_hash == hash_secret(token)))
+
+
+def open_invitation(token: str, now=None) -> Invitation | None:
+    """The invitation a survey link may still be answered for, or None (unknown, used or expired)."""
+    invitation = find_invitation(token)
+    now = now or utcnow()
+    if invitation is None or invitation.status != "sent" or invitation.expires_at <= now:
+        return None
+    return invitation
+
+
+def mark_opened(invitation: Invitation, now=None) -> None:
+    if invitation.opened_at is None:
+        invitation.opened_at = now or utcnow()
+        db.session.commit()
+
+
+def record_response(invitation: Invitation, values: dict[str, str | None], channel: str = "web",
+                    now=None) -> Response:
+    """Store the answers given (blank optional answers are left out) and update the rollups."""
+    now = now or utcnow()
+    version = invitation.question_set_version
+    answers, errors = [], {}
+    for q in version.questions:
+        raw = values.get(q["key"])
+        raw = raw.strip() if isinstance(raw, str) else raw
+        if not raw:
+            if q["required"]:
+                errors[q["key"]] = "required"
+            continue
+        if q["type"] == "text" and len(raw) > MAX_TEXT_ANSWER:
+            errors[q["key"]] = f"at most {MAX_TEXT_ANSWER} characters"
+            continue
+        try:
+            measure, score, top = score_answer(q, raw)
+        except ValueError as exc:
+            errors[q["key"]] = str(exc)
+            continue
+        answers.append(Answer(question_key=q["key"], value=raw, measure=measure, score=score, top_box=top))
+    if errors:
+        raise AnswerError(errors)
+
+    # The conditional update is the "works once" guarantee, even for two submits at the same instant.
+    claimed = db.session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
+        .values(status="answered", answered_at=now)
+    ).rowcount
+    if claimed != 1:
+        db.session.rollback()
+        raise AlreadyAnswered()
+    response = Response(
+        invitation_id=invitation.id, journey_id=invitation.journey_id, stage_id=invitation.stage_id,
+        touchpoint_id=invitation.touchpoint_id, question_set_version_id=version.id, channel=channel,
+        locale=invitation.locale, submitted_at=now, answers=answers,
+    )
+    db.session.add(response)
+    record_answers(invitation, answers)
+    db.session.commit()
+    return response
+
+
+def opt_out_invitation(invitation: Invitation) -> None:
+    """The patient asked, from a survey link, for no more surveys on the channel that reached them."""
+    opt_out(invitation.channel, invitation.patient.address(invitation.channel), source="survey-page")
+    db.session.commit()

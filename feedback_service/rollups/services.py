@@ -1,0 +1,95 @@
+"""Keep the daily rollups current as invitations go out and answers arrive; read scores from them."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..extensions import db
+from ..journeys.models import Journey
+from .models import DailyCounts, DailyScores
+from .scoring import Sums, cell_summary
+
+_INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+
+
+def _increment(model, keys: dict, deltas: dict) -> None:
+    """Atomic upsert-and-add, so concurrent workers never lose an increment."""
+    insert = _INSERTS[db.session.get_bind().dialect.name]
+    stmt = insert(model).values(**keys, **deltas)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[k for k in keys if k not in ("journey_id", "stage_id")],
+        set_={k: getattr(model, k) + stmt.excluded[k] for k in deltas},
+    )
+    db.session.execute(stmt)
+
+
+def _cell(invitation) -> dict:
+    return {"journey_id": invitation.journey_id, "stage_id": invitation.stage_id,
+            "touchpoint_id": invitation.touchpoint_id, "day": invitation.event.occurred_at.date()}
+
+
+def record_sent(invitation) -> None:
+    _increment(DailyCounts, _cell(invitation), {"sent": 1, "responses": 0})
+
+
+def record_answers(invitation, answers) -> None:
+    """Add one response's scored answers (objects with measure, score, top_box) to the rollups."""
+    _increment(DailyCounts, _cell(invitation), {"sent": 0, "responses": 1})
+    per_measure: dict[str, Sums] = defaultdict(Sums)
+    for a in answers:
+        if a.measure is None:
+            continue
+        s = per_measure[a.measure]
+        s.n += 1
+        s.total += a.score
+        s.total_sq += a.score * a.score
+        s.top_box += int(bool(a.top_box))
+    for measure, s in per_measure.items():
+        _increment(DailyScores, {**_cell(invitation), "measure": measure},
+                   {"responses": 1, "n": s.n, "total": s.total, "total_sq": s.total_sq, "top_box": s.top_box})
+
+
+def journey_scores(journey: Journey, start: date | None, end: date | None, min_n: int) -> dict:
+    """Per stage (journey order) and per touchpoint scores for moments between start and end, inclusive."""
+    def period(q, model):
+        q = q.where(model.journey_id == journey.id)
+        if start:
+            q = q.where(model.day >= start)
+        if end:
+            q = q.where(model.day <= end)
+        return q
+
+    counts = db.session.execute(period(
+        select(DailyCounts.touchpoint_id, func.sum(DailyCounts.sent), func.sum(DailyCounts.responses))
+        .group_by(DailyCounts.touchpoint_id), DailyCounts)).all()
+    scores = db.session.execute(period(
+        select(DailyScores.touchpoint_id, DailyScores.measure, func.sum(DailyScores.responses),
+               func.sum(DailyScores.n), func.sum(DailyScores.total), func.sum(DailyScores.total_sq),
+               func.sum(DailyScores.top_box))
+        .group_by(DailyScores.touchpoint_id, DailyScores.measure), DailyScores)).all()
+
+    tp_counts = {tp: (int(sent), int(resp)) for tp, sent, resp in counts}
+    tp_measures: dict[int, dict[str, Sums]] = defaultdict(dict)
+    for tp, measure, responses, n, total, total_sq, top in scores:
+        tp_measures[tp][measure] = Sums(int(responses), int(n), float(total), float(total_sq), int(top))
+
+    stages = []
+    for stage in journey.stages:
+        stage_sent = stage_resp = 0
+        stage_measures: dict[str, Sums] = defaultdict(Sums)
+        touchpoints = []
+        for tp in stage.touchpoints:
+            sent, resp = tp_counts.get(tp.id, (0, 0))
+            stage_sent, stage_resp = stage_sent + sent, stage_resp + resp
+            for measure, s in tp_measures.get(tp.id, {}).items():
+                stage_measures[measure].add(s)
+            touchpoints.append({"slug": tp.slug, "name": tp.name, "kind": tp.kind,
+                                **cell_summary(sent, resp, tp_measures.get(tp.id, {}), min_n)})
+        stages.append({"slug": stage.slug, "name": stage.name, "position": stage.position,
+                       **cell_summary(stage_sent, stage_resp, stage_measures, min_n),
+                       "touchpoints": touchpoints})
+    return {"journey": journey.slug, "from": start.isoformat() if start else None,
+            "to": end.isoformat() if end else None, "min_reporting_n": min_n, "stages": stages}

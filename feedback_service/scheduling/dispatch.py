@@ -1,0 +1,163 @@
+"""The dispatcher: claim due invitations, send each through its channel, record the outcome.
+
+Several workers may run this at once. A row is claimed by moving it from "scheduled" to
+"sending" in a committed transaction before anything is sent, so no two workers send it; it
+becomes "sent" in a second commit after the provider accepted it. A worker that dies between
+the two leaves the row in "sending"; once the lease passes it becomes "unknown" and is never
+resent blindly (at most once delivery).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select, update
+
+from ..channels.base import SendError
+from ..channels.messages import invitation_message
+from ..channels.registry import channel_for
+from ..extensions import db
+from ..rollups.services import record_sent
+from ..security import hash_secret, new_token
+from ..sqltypes import utcnow
+from .models import Invitation
+from .rules import SendPolicy, next_send_time
+from .services import channel_block
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, outcome: str) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def survey_url(token: str) -> str:
+    return f"{current_app.config['FEEDBACK_BASE_URL'].rstrip('/')}/s/{token}"
+
+
+def claim_due(now, worker: str, limit: int) -> dict[int, str]:
+    """Move up to `limit` due invitations to "sending"; returns {invitation id: fresh link token}."""
+    # SKIP LOCKED lets workers on PostgreSQL take disjoint batches; SQLite drops the clause and
+    # the conditional UPDATE below (rowcount 1 or 0) keeps a row from being claimed twice.
+    ids = db.session.scalars(
+        select(Invitation.id)
+        .where(Invitation.status == "scheduled", Invitation.send_at <= now)
+        .order_by(Invitation.send_at, Invitation.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).all()
+    claimed = {}
+    for inv_id in ids:
+        token = new_token()
+        result = db.session.execute(
+            update(Invitation)
+            .where(Invitation.id == inv_id, Invitation.status == "scheduled")
+            .values(status="sending", claimed_at=now, claimed_by=worker, token_hash=hash_secret(token),
+                    attempts=Invitation.attempts + 1)
+        )
+        if result.rowcount == 1:
+            claimed[inv_id] = token
+    db.session.commit()
+    return claimed
+
+
+def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100,
+                 max_attempts: int = 5) -> DispatchReport:
+    """Send one batch of due invitations."""
+    now = now or utcnow()
+    report = DispatchReport()
+    claimed = claim_due(now, worker, batch_size)
+    report.claimed = len(claimed)
+    for inv_id, token in claimed.items():
+        invitation = db.session.get(Invitation, inv_id)
+        report.add(_send_one(invitation, token, policy, now, max_attempts))
+        db.session.commit()
+    if claimed:
+        log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
+    return report
+
+
+def _send_one(invitation: Invitation, token: str, policy: SendPolicy, now, max_attempts: int) -> str:
+    patient = invitation.patient
+    if invitation.send_at < now - policy.max_send_delay:
+        invitation.status, invitation.token_hash = "expired", None
+        return "expired"
+    blocked = channel_block(patient, invitation.channel)
+    if blocked:
+        invitation.status, invitation.skip_reason, invitation.token_hash = "skipped", blocked, None
+        return "skipped"
+    # A due row found at night (worker was down, or a retry) waits for the morning.
+    tz = patient.timezone or policy.default_timezone
+    morning = next_send_time(now, tz, policy.window_start, policy.window_end)
+    if morning > now:
+        invitation.status, invitation.send_at, invitation.token_hash = "scheduled", morning, None
+        invitation.attempts -= 1
+        return "deferred"
+
+    message = invitation_message(invitation, survey_url(token))
+    try:
+        delivery = channel_for(invitation.channel).send(message)
+    except SendError as exc:
+        invitation.last_error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
+        invitation.token_hash = None
+        if exc.transient and invitation.attempts < max_attempts:
+            invitation.status = "scheduled"
+            invitation.send_at = now + _backoff(invitation.attempts)
+            log.warning("invitation %s: transient send error, retry %d", invitation.id, invitation.attempts)
+            return "retry"
+        invitation.status = "failed"
+        log.warning("invitation %s: send failed: %s", invitation.id, exc.code or type(exc).__name__)
+        return "failed"
+    except Exception:
+        # The channel broke in a way we cannot read: it may or may not have sent.
+        invitation.status, invitation.last_error = "unknown", "channel raised an unexpected error"
+        log.exception("invitation %s: outcome unknown", invitation.id)
+        return "unknown"
+    invitation.status, invitation.sent_at = "sent", now
+    invitation.expires_at = now + timedelta(days=invitation.link_ttl_days)
+    invitation.provider_message_id = delivery.provider_message_id
+    record_sent(invitation)
+    return "sent"
+
+
+def _backoff(attempt: int) -> timedelta:
+    """Exponential backoff with jitter: about 30 s, 1 min, 2 min ... capped at an hour."""
+    base = min(30 * 2 ** (attempt - 1), 3600)
+    return timedelta(seconds=base * random.uniform(0.5, 1.5))
+
+
+def recover_stale(now=None, lease: timedelta = timedelta(minutes=5)) -> int:
+    """Mark invitations stuck in "sending" past their lease as "unknown"; they are not resent."""
+    now = now or utcnow()
+    result = db.session.execute(
+        update(Invitation)
+        .where(Invitation.status == "sending", Invitation.claimed_at < now - lease)
+        .values(status="unknown", last_error="worker stopped mid-send; outcome unknown")
+    )
+    db.session.commit()
+    if result.rowcount:
+        log.warning("recover: %d invitations in doubt marked unknown", result.rowcount)
+    return result.rowcount
+
+
+def expire_unanswered(policy: SendPolicy, now=None) -> int:
+    """Expire sent links past their lifetime, and scheduled invitations too late to send."""
+    now = now or utcnow()
+    links = db.session.execute(
+        update(Invitation).where(Invitation.status == "sent", Invitation.expires_at < now).values(status="expired")
+    ).rowcount
+    late = db.session.execute(
+        update(Invitation)
+        .where(Invitation.status == "scheduled", Invitation.send_at < now - policy.max_send_delay)
+        .values(status="expired")
+    ).rowcount
+    db.session.commit()
+    return links + late

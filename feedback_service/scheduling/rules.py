@@ -1,0 +1,65 @@
+"""Sending rules as plain functions: quiet hours, survey fatigue, healthcare text limits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+DAY = timedelta(days=1)
+WEEK = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class SendPolicy:
+    """The settings every scheduling decision reads; built once from the app config."""
+
+    window_start: time
+    window_end: time
+    default_timezone: str
+    fatigue_days: int
+    sms_per_day: int
+    sms_per_week: int
+    link_ttl_days: int
+    max_send_delay: timedelta
+
+    @classmethod
+    def from_config(cls, config) -> "SendPolicy":
+        return cls(
+            window_start=time.fromisoformat(config["FEEDBACK_SEND_WINDOW_START"]),
+            window_end=time.fromisoformat(config["FEEDBACK_SEND_WINDOW_END"]),
+            default_timezone=config["FEEDBACK_DEFAULT_TIMEZONE"],
+            fatigue_days=config["FEEDBACK_FATIGUE_DAYS"],
+            sms_per_day=config["FEEDBACK_SMS_MAX_PER_DAY"],
+            sms_per_week=config["FEEDBACK_SMS_MAX_PER_WEEK"],
+            link_ttl_days=config["FEEDBACK_LINK_TTL_DAYS"],
+            max_send_delay=timedelta(days=config["FEEDBACK_MAX_SEND_DELAY_DAYS"]),
+        )
+
+
+def next_send_time(when: datetime, tz_name: str, start: time, end: time) -> datetime:
+    """The earliest moment at or after `when` that falls inside [start, end) local time."""
+    tz = ZoneInfo(tz_name)
+    local = when.astimezone(tz)
+    if start <= local.time() < end:
+        return when
+    day = local.date() if local.time() < start else local.date() + DAY
+    # Built from wall-clock parts so a DST change between now and then is honoured.
+    morning = datetime.combine(day, start, tzinfo=tz)
+    return morning.astimezone(timezone.utc)
+
+
+def within_sms_limits(send_at: datetime, others: list[datetime], per_day: int, per_week: int) -> str | None:
+    """None if one more text at send_at keeps every rolling day and week within the limits,
+    else the reason ("sms-daily-limit" or "sms-weekly-limit")."""
+    times = sorted([*others, send_at])
+    for limit, span, reason in ((per_day, DAY, "sms-daily-limit"), (per_week, WEEK, "sms-weekly-limit")):
+        # Any window of length `span` holding the new text starts at one of the texts before it.
+        for start in times:
+            if start > send_at:
+                break
+            if send_at - start >= span:
+                continue
+            count = sum(1 for t in times if start <= t < start + span)
+            if count > limit:
+                return reason
+    return None

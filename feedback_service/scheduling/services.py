@@ -1,0 +1,92 @@
+"""Trigger rules: turn a journey event into one invitation row, scheduled or skipped with a reason."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+
+from ..extensions import db
+from ..journeys.models import TriggerRule
+from ..patients.services import is_opted_out
+from .models import Invitation
+from .rules import SendPolicy, next_send_time, within_sms_limits
+
+# Invitations that mean the patient was, or is about to be, asked (sent ones count even
+# after their link expired).
+PENDING = ("scheduled", "sending", "unknown")
+
+
+def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now) -> Invitation | None:
+    """Apply the rule to a stored event; returns the invitation row (possibly skipped) or None
+    when the journey has no active rule for this event type."""
+    if rule is None or not rule.active:
+        return None
+    version = rule.question_set.current
+    if version is None:
+        return None
+    patient = event.patient
+    tz = patient.timezone or policy.default_timezone
+    due = event.occurred_at + timedelta(minutes=rule.delay_minutes)
+    send_at = next_send_time(due, tz, policy.window_start, policy.window_end)
+    fatigue = timedelta(days=rule.fatigue_days if rule.fatigue_days is not None else policy.fatigue_days)
+    channel, reason = None, None
+    if send_at < now - policy.max_send_delay:
+        reason = "too-late"  # a survey about a moment this old would not be answered well
+    elif _asked_within(patient.id, send_at, fatigue, journey_id=event.journey_id):
+        reason = "fatigue-journey"
+    else:
+        channel, reason = _pick_channel(patient, rule.channels, send_at, policy)
+
+    invitation = Invitation(
+        event=event, patient=patient, journey=event.journey, stage=rule.stage,
+        touchpoint=event.touchpoint, question_set_version=version,
+        locale=event.journey.locale_for(patient.locale), channel=channel,
+        status="scheduled" if channel else "skipped", skip_reason=reason,
+        send_at=send_at if channel else None,
+        link_ttl_days=rule.link_ttl_days if rule.link_ttl_days is not None else policy.link_ttl_days,
+    )
+    db.session.add(invitation)
+    return invitation
+
+
+def _pick_channel(patient, channels: list[str], send_at, policy: SendPolicy) -> tuple[str | None, str | None]:
+    """First channel in preference order that may carry this invitation, else a skip reason."""
+    reasons = []
+    for medium in channels:
+        reason = channel_block(patient, medium)
+        if reason is None and medium == "sms":
+            others = _asked_within(patient.id, send_at, timedelta(days=7), medium="sms")
+            reason = within_sms_limits(send_at, others, policy.sms_per_day, policy.sms_per_week)
+        if reason is None:
+            return medium, None
+        reasons.append(reason)
+    # Report the reason of the first channel the patient consented to: that is the surprise.
+    consented = [r for r in reasons if r != "no-consent"]
+    return None, consented[0] if consented else "no-consent"
+
+
+def channel_block(patient, medium: str) -> str | None:
+    """Why this patient cannot be reached on this medium now, or None. Checked again at send time."""
+    if not patient.consents_to(medium):
+        return "no-consent"
+    address = patient.address(medium)
+    if not address:
+        return "no-contact"
+    if is_opted_out(medium, address):
+        return "opted-out"
+    return None
+
+
+def _asked_within(patient_id, send_at, span, journey_id=None, medium=None):
+    """Send times of this patient's live invitations within +/- span of send_at."""
+    q = select(Invitation.send_at).where(
+        Invitation.patient_id == patient_id,
+        or_(Invitation.status.in_(PENDING), Invitation.sent_at.is_not(None)),
+        Invitation.send_at > send_at - span,
+        Invitation.send_at < send_at + span,
+    )
+    if journey_id is not None:
+        q = q.where(Invitation.journey_id == journey_id)
+    if medium is not None:
+        q = q.where(Invitation.channel == medium)
+    return list(db.session.scalars(q))

@@ -1,0 +1,52 @@
+"""Secrets we hand out (survey tokens, API keys) and keeping contact details out of logs."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+
+TOKEN_BYTES = 32  # 256 bits of randomness per survey link
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+def hash_secret(value: str) -> str:
+    """sha256 hex: enough for high-entropy random secrets, which need no slow password hash."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def looks_like_token(value: str) -> bool:
+    return bool(_TOKEN_RE.match(value))
+
+
+# International numbers (with +) and US-formatted ones; bare digit runs are left alone so
+# ids and timestamps stay readable.
+_PHONE_RE = re.compile(r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b")
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
+
+
+def redact(text: str) -> str:
+    """Mask phone numbers and email addresses."""
+    return _EMAIL_RE.sub("[email]", _PHONE_RE.sub("[phone]", text))
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs contact details from every record, whoever logged it (our code, SDKs, werkzeug)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    root = logging.getLogger()
+    for handler in root.handlers or []:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

@@ -1,0 +1,18 @@
+"""Scheduled work. Each module is one job: NAME, interval(app) in seconds, and a thin run(app)."""
+from __future__ import annotations
+
+from . import dispatch, expire, recover
+
+JOBS = (recover, dispatch, expire)
+
+
+def register(scheduler, app) -> None:
+    """Add every job to an APScheduler scheduler as a short periodic tick."""
+    for job in JOBS:
+        scheduler.add_job(job.run, "interval", seconds=job.interval(app), args=[app], id=job.NAME,
+                          name=job.NAME, max_instances=1, coalesce=True, misfire_grace_time=30)
+
+
+def run_all_once(app) -> dict:
+    """Run every job once, in order; returns what each reported."""
+    return {job.NAME: job.run(app) for job in JOBS}
