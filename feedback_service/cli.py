@@ -9,6 +9,7 @@ import sys
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, routes_command, shell_command, with_appcontext
+from werkzeug.serving import run_simple
 
 from .config import project_path
 
@@ -149,7 +150,7 @@ def run_command(host, port, with_worker):
     child = subprocess.Popen([sys.argv[0], "worker"]) if with_worker else None
     try:
         # No reloader: it would fork a second server, and the worker must stay a single process.
-        current_app.run(host=host, port=port, debug=False, use_reloader=False)
+        run_simple(host, port, current_app._get_current_object(), threaded=True)
     finally:
         if child is not None:
             child.terminate()

@@ -139,18 +139,11 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
 
 
 def choices(question: dict, locale: str) -> list[tuple[str, str]]:
-    """(value, label) pairs for a closed question, in display order."""
+    """(value, label) pairs for a closed question, in display order (scale anchors are the page's job)."""
     qtype = question["type"]
     if qtype in SCALES:
         lo, hi, _ = SCALES[qtype]
-        anchors = question.get("anchors", {}).get(locale)
-        out = []
-        for v in range(lo, hi + 1):
-            label = str(v)
-            if anchors and v in (lo, hi):
-                label = f"{v} - {anchors[0] if v == lo else anchors[1]}"
-            out.append((str(v), label))
-        return out
+        return [(str(v), str(v)) for v in range(lo, hi + 1)]
     if qtype == "yes_no":
         return [("yes", YES_NO[locale][0] if locale in YES_NO else "Yes"),
                 ("no", YES_NO[locale][1] if locale in YES_NO else "No")]

@@ -1,0 +1,154 @@
+"""`feedback-service demo`: simulated patients walk the orthopedic-surgery journey, so scores show at once.
+
+Everything goes through the real services (intake, scheduling, dispatch, responses, rollups),
+with the clock set to each simulated moment. The simulated patients' messages are kept in
+memory rather than written to the console outbox: nobody is there to read them.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from .channels.base import Delivery
+from .events.schemas import EventIn
+from .events.services import record_events
+from .extensions import db
+from .journeys.models import Journey
+from .journeys.questions import SCALES
+from .responses.services import AlreadyAnswered, open_invitation, record_response
+from .scheduling.dispatch import dispatch_due
+from .scheduling.rules import SendPolicy
+from .sqltypes import utcnow
+
+JOURNEY = "orthopedic-surgery"
+SOURCE = "demo"
+# How well each touchpoint works, 0-1: the story the demo's journey map tells.
+QUALITY = {
+    "surgery-scheduling": 0.55, "patient-portal": 0.8,
+    "ward-discharge": 0.6, "pain-plan": 0.85,
+    "clinic-review": 0.85, "physiotherapy": 0.45,
+}
+COMMENTS = {
+    "booking": {
+        "en": ["I was on hold for a long time before anyone answered.", "The scheduler was kind and patient.",
+               "I had to call three times to confirm the date.", "Booking online was quick."],
+        "es": ["Esperé mucho tiempo al teléfono.", "La persona que me atendió fue muy amable."],
+    },
+    "discharge": {
+        "en": ["We waited hours for the discharge paperwork.", "The nurse explained my pain medicines well.",
+               "Nobody told me when the pharmacy would have my prescription.", "Going home was smooth."],
+        "es": ["Esperamos horas para los papeles de salida.", "La enfermera me explicó bien los medicamentos."],
+    },
+    "follow-up": {
+        "en": ["It took weeks to get a physiotherapy appointment.", "My surgeon answered all my questions.",
+               "The physio clinic never called me back.", "Recovery is going well, thank you."],
+        "es": ["Tardaron semanas en darme cita de fisioterapia.", "Mi cirujano respondió todas mis preguntas."],
+    },
+}
+FIRST_NAMES = ["Ana", "James", "María", "Wei", "Fatima", "John", "Lucía", "Samuel", "Grace", "José", "Priya", "Tom"]
+AREA_CODES = ["202", "312", "415", "617", "713", "305"]
+
+
+class _KeptChannel:
+    """Accepts every message and keeps its survey link so simulated patients can answer."""
+
+    name = "demo"
+
+    def __init__(self):
+        self.links: dict[int, str] = {}
+
+    def send(self, message):
+        self.links[message.invitation_id] = message.survey_url.rsplit("/", 1)[-1]
+        return Delivery(provider_message_id=f"demo-{message.invitation_id}")
+
+
+def _answer(question: dict, quality: float, rng: random.Random, locale: str, stage: str) -> str | None:
+    good = min(1.0, max(0.0, rng.gauss(quality, 0.22)))
+    qtype = question["type"]
+    if qtype in SCALES:
+        lo, hi, _ = SCALES[qtype]
+        frac = good if question["better"] == "high" else 1 - good
+        return str(lo + round(frac * (hi - lo)))
+    if qtype == "yes_no":
+        return question["better"] if rng.random() < good else ("no" if question["better"] == "yes" else "yes")
+    if qtype == "single_choice":
+        return min(question["options"], key=lambda o: abs(o.get("score", 50) - good * 100))["value"]
+    if qtype == "text" and rng.random() < 0.35:
+        bank = COMMENTS.get(stage, {}).get(locale) or COMMENTS.get(stage, {}).get("en", [])
+        return rng.choice(bank) if bank else None
+    return None
+
+
+def _patient_events(i: int, rng: random.Random, today) -> list[EventIn]:
+    """One simulated patient's booking, discharge and follow-up, spaced past the fatigue window."""
+    locale = "es" if rng.random() < 0.25 else "en"
+    patient = {
+        "id": f"demo-patient-{i}", "first_name": rng.choice(FIRST_NAMES),
+        "phone": f"+1{rng.choice(AREA_CODES)}55501{i % 100:02d}", "email": f"patient{i}@example.org",
+        "locale": locale, "timezone": rng.choice(["America/New_York", "America/Chicago", "America/Los_Angeles"]),
+        "consent_sms": rng.random() < 0.8, "consent_email": rng.random() < 0.6,
+    }
+    booked = today - timedelta(days=rng.uniform(100, 200), hours=rng.uniform(0, 10))
+    discharged = booked + timedelta(days=rng.uniform(35, 60))
+    followed = discharged + timedelta(days=rng.uniform(32, 45))
+    moments = [("booking", booked, rng.choice(["surgery-scheduling", "patient-portal"])),
+               ("discharge", discharged, rng.choice(["ward-discharge", "pain-plan"])),
+               ("follow_up", followed, rng.choice(["clinic-review", "physiotherapy"]))]
+    return [EventIn(external_id=f"demo-{i}-{kind}", type=kind, occurred_at=when, journey=JOURNEY,
+                    touchpoint=tp, patient=patient)
+            for kind, when, tp in moments if when < today]
+
+
+def seed_demo(patients: int = 400, seed: int = 7) -> dict:
+    """Record the simulated events in time order, send, and answer about 45% of the invitations."""
+    journey = db.session.scalar(select(Journey).where(Journey.slug == JOURNEY))
+    if journey is None:
+        raise RuntimeError("the demo journey is missing: run `feedback-service init` first")
+    rng = random.Random(seed)
+    today = utcnow()
+    events = sorted((e for i in range(patients) for e in _patient_events(i, rng, today)),
+                    key=lambda e: e.occurred_at)
+    policy = SendPolicy.from_config(current_app.config)
+    channel = _KeptChannel()
+    channels = current_app.extensions["feedback_channels"]
+    saved = dict(channels)
+    channels.update(sms=channel, email=channel)
+    answered = new = 0
+    dispatch_log = logging.getLogger("feedback_service.scheduling.dispatch")
+    level = dispatch_log.level
+    dispatch_log.setLevel(logging.WARNING)  # a line per simulated batch would bury the summary
+    try:
+        for event in events:
+            now = event.occurred_at
+            # Invitations fall due between simulated moments: send them as the clock passes.
+            dispatch_due(policy, "demo", now=now, batch_size=1000)
+            new += sum(not r.duplicate for r in record_events([event], SOURCE, policy, now=now))
+        dispatch_due(policy, "demo", now=today, batch_size=10000)
+        for token in channel.links.values():
+            if rng.random() > 0.45:
+                continue
+            invitation = open_invitation(token, now=today - timedelta(days=3650))  # any moment before expiry
+            if invitation is None:
+                continue
+            stage = invitation.stage.slug
+            quality = QUALITY.get(invitation.touchpoint.slug, 0.7)
+            values = {q["key"]: _answer(q, quality, rng, invitation.locale, stage)
+                      for q in invitation.question_set_version.questions}
+            when = min(invitation.sent_at + timedelta(hours=rng.uniform(0.2, 48)), today)
+            if when >= invitation.expires_at:
+                continue
+            try:
+                record_response(invitation, values, now=when)
+                answered += 1
+            except AlreadyAnswered:
+                pass
+    finally:
+        dispatch_log.setLevel(level)
+        channels.clear()
+        channels.update(saved)
+    return {"journey": JOURNEY, "events_recorded": new, "invitations_sent": len(channel.links),
+            "responses": answered}
