@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import RadioField, TextAreaField
+from wtforms import RadioField, SelectChoice, TextAreaField
 from wtforms.validators import InputRequired, Length, Optional
 
 from ..journeys.questions import MAX_TEXT_ANSWER, choices
@@ -25,7 +25,7 @@ def build_survey_form(questions: list[dict], locale: str, **kwargs) -> SurveyFor
             fields[q["key"]] = TextAreaField(
                 label, validators=[Optional(), Length(max=MAX_TEXT_ANSWER, message=t["too_long"].format(n=MAX_TEXT_ANSWER))])
         else:
-            fields[q["key"]] = RadioField(label, choices=choices(q, locale), validators=[presence],
+            fields[q["key"]] = RadioField(label, choices=[SelectChoice(v, text) for v, text in choices(q, locale)], validators=[presence],
                                           validate_choice=True)
     form_class = type("Survey", (SurveyForm,), fields)
     return form_class(**kwargs)

@@ -1,18 +1,20 @@
 """The patient's survey page: open the link, answer, thank you. Thin: the work is in services."""
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, redirect, render_template, request, url_for
 
 from .forms import build_survey_form
 from .services import AlreadyAnswered, find_invitation, mark_opened, open_invitation, opt_out_invitation, record_response
-from .texts import texts_for
+from .texts import TEXTS, texts_for
 
 bp = Blueprint("survey", __name__, url_prefix="/s")
 
 
-def _unavailable(locale=None):
-    # One page for unknown, malformed, used and expired links: it reveals nothing about the token.
-    return render_template("survey/unavailable.html", t=texts_for(locale), locale=locale or "en"), 404
+def _unavailable():
+    # One page for unknown, malformed, used and expired links, in the browser's language:
+    # it reveals nothing about the token.
+    locale = request.accept_languages.best_match(list(TEXTS)) or "en"
+    return render_template("survey/unavailable.html", t=texts_for(locale), locale=locale), 404
 
 
 @bp.route("/<token>", methods=["GET", "POST"])
@@ -28,7 +30,7 @@ def survey(token: str):
         try:
             record_response(invitation, values)
         except AlreadyAnswered:
-            return _unavailable(locale)
+            return _unavailable()
         return redirect(url_for("survey.thanks", token=token))
     mark_opened(invitation)
     t = texts_for(locale)

@@ -1,0 +1,182 @@
+"""Test fixtures: a real database per session (SQLite file, or PostgreSQL from
+FEEDBACK_TEST_DATABASE_URL), the real CLI, and factories that give every test its own ids."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy import make_url
+
+from feedback_service import create_app
+from feedback_service.config import PROJECT_ROOT
+from feedback_service.extensions import db
+from feedback_service.journeys.library import load_library
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A database of our own: a new SQLite file, or a new database on the PostgreSQL server."""
+    server = os.environ.get("FEEDBACK_TEST_DATABASE_URL")
+    if not server:
+        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'feedback.db'}"
+        return
+    import psycopg
+
+    url = make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
+    name = f"feedback_test_{uuid.uuid4().hex[:10]}"
+    admin = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username or None,
+                            password=url.password, dbname=url.database, autocommit=True)
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def outbox(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("outbox") / "outbox.jsonl"
+
+
+@pytest.fixture(scope="session")
+def settings(database_url, outbox, tmp_path_factory) -> dict:
+    """The FEEDBACK_* settings every app and subprocess of this session shares."""
+    return {
+        "FEEDBACK_DATABASE_URL": database_url,
+        "FEEDBACK_CONSOLE_OUTBOX": str(outbox),
+        "FEEDBACK_BASE_URL": "http://survey.test",
+        "FEEDBACK_SECRET_KEY": "test-secret-" + uuid.uuid4().hex,
+    }
+
+
+@pytest.fixture(scope="session")
+def app(settings):
+    app = create_app({"TESTING": True, **settings})
+    result = app.test_cli_runner().invoke(args=["init"])
+    assert result.exit_code == 0, result.output
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield
+        db.session.rollback()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture(scope="session")
+def api_key(app) -> str:
+    result = app.test_cli_runner().invoke(args=["api-key", "create", f"hospital-{uuid.uuid4().hex[:8]}"])
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip().splitlines()[0]
+
+
+@pytest.fixture
+def auth(api_key) -> dict:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+def uid(prefix: str = "x") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def daytime_tz(now: datetime | None = None) -> str:
+    """A fixed-offset zone where it is about noon right now, so quiet hours never get in the way."""
+    now = now or datetime.now(timezone.utc)
+    offset = 12 - now.hour  # hours east of UTC
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+def night_tz(now: datetime | None = None) -> str:
+    """A fixed-offset zone where it is about 02:00 right now."""
+    now = now or datetime.now(timezone.utc)
+    offset = (2 - now.hour + 12) % 24 - 12
+    return "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
+def event_body(type_="booking", *, journey=None, touchpoint=None, occurred_at=None, **patient) -> dict:
+    """A valid event with fresh ids; the patient reachable by SMS in a daytime zone, unless overridden."""
+    body = {
+        "external_id": uid("evt"),
+        "type": type_,
+        "occurred_at": (occurred_at or datetime.now(timezone.utc) - timedelta(days=3)).isoformat(),
+        "patient": {"id": uid("pat"), "first_name": "Ana", "phone": "+14155550123", "email": "ana@example.org",
+                    "locale": "en", "timezone": daytime_tz(), "consent_sms": True, "consent_email": True,
+                    **patient},
+    }
+    if journey:
+        body["journey"] = journey
+    if touchpoint:
+        body["touchpoint"] = touchpoint
+    return body
+
+
+def outbox_lines(outbox: Path) -> list[dict]:
+    if not outbox.exists():
+        return []
+    return [json.loads(line) for line in outbox.read_text().splitlines() if line.strip()]
+
+
+def message_for(outbox: Path, invitation_id: int) -> dict:
+    found = [m for m in outbox_lines(outbox) if m["invitation_id"] == invitation_id]
+    assert len(found) == 1, f"invitation {invitation_id} was sent {len(found)} times"
+    return found[0]
+
+
+def token_of(message: dict) -> str:
+    return message["survey_url"].rsplit("/", 1)[-1]
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    assert match, "no CSRF token on the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def new_journey(app, tmp_path):
+    """Load a journey of the test's own (a copy of general-care under a fresh slug)."""
+    def make(**rule_overrides) -> str:
+        slug = uid("j")
+        src = PROJECT_ROOT / "surveys" / "general-care"
+        dest = tmp_path / slug
+        dest.mkdir()
+        for f in src.glob("*.yaml"):
+            doc = yaml.safe_load(f.read_text())
+            if f.name == "journey.yaml":
+                doc["slug"], doc["default"] = slug, False
+                for rule in doc["rules"]:
+                    rule.update(rule_overrides)
+            (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
+        with app.app_context():
+            load_library(tmp_path)
+            db.session.commit()
+        for child in dest.iterdir():
+            child.unlink()
+        dest.rmdir()
+        return slug
+    return make
+
+
+@pytest.fixture
+def run_jobs(app):
+    """`feedback-service jobs run-once`, through the real CLI."""
+    def run() -> dict:
+        result = app.test_cli_runner().invoke(args=["jobs", "run-once"])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    return run
