@@ -46,6 +46,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api import bp as api_bp
     from .responses.routes import bp as survey_bp
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
+    # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
+    # again with the patient's answers kept, instead of a bare 400.
+    csrf.exempt(survey_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(survey_bp)
 

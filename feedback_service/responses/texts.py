@@ -20,7 +20,7 @@ TEXTS = {
         "stop_confirm": "Yes, stop sending me surveys",
         "stopped_title": "You will not receive more surveys",
         "stopped_body": "We have recorded your choice. Thank you for letting us know.",
-        "session_expired": "This page was open for a long time. Please answer again and send.",
+        "session_expired": "This page was open for a long time. For your security, please press Send again.",
     },
     "es": {
         "page_title": "Su opinión",
@@ -42,7 +42,7 @@ TEXTS = {
         "stop_confirm": "Sí, no quiero recibir más encuestas",
         "stopped_title": "No recibirá más encuestas",
         "stopped_body": "Hemos registrado su decisión. Gracias por avisarnos.",
-        "session_expired": "Esta página estuvo abierta mucho tiempo. Por favor, responda de nuevo y envíe.",
+        "session_expired": "Esta página estuvo abierta mucho tiempo. Por seguridad, pulse Enviar de nuevo.",
     },
 }
 

@@ -1,0 +1,235 @@
+"""Rules a real service honours from day one: consent, opt-out, quiet hours, fatigue, text limits,
+link lifetime, works-once and CSRF. Driven through the API, the CLI and the survey page."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from feedback_service.extensions import db
+from feedback_service.patients.models import Patient
+from feedback_service.responses.models import Response
+from feedback_service.scheduling.models import Invitation
+from tests.conftest import csrf_of, event_body, message_for, night_tz, outbox_lines, token_of
+
+NOW = lambda: datetime.now(timezone.utc)  # noqa: E731
+
+
+def post(client, auth, body, status=202):
+    r = client.post("/api/v1/events", json=body, headers=auth)
+    assert r.status_code == status, r.get_json()
+    return r.get_json()
+
+
+def invitation_of(recorded) -> dict:
+    [inv] = recorded["invitations"]
+    return inv
+
+
+def sent_ids(outbox) -> set[int]:
+    return {m["invitation_id"] for m in outbox_lines(outbox)}
+
+
+def test_no_consent_means_no_invitation(client, auth, outbox, run_jobs, new_journey):
+    recorded = post(client, auth, event_body(journey=new_journey(), consent_sms=False, consent_email=False))
+    inv = invitation_of(recorded)
+    assert (inv["status"], inv["reason"], inv["channel"]) == ("skipped", "no-consent", None)
+    assert recorded["reason"] == "no-consent"
+    run_jobs()
+    assert inv["id"] not in sent_ids(outbox)
+
+
+def test_email_is_used_when_only_email_is_consented(client, auth, outbox, run_jobs, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey(), consent_sms=False, locale="es")))
+    assert inv["channel"] == "email"
+    run_jobs()
+    message = message_for(outbox, inv["id"])
+    assert message["channel"] == "email" and message["to"] == "ana@example.org"
+    assert message["subject"].startswith("¿Cómo fue su experiencia")
+    assert message["survey_url"] in message["body"] and f'href="{message["survey_url"]}"' in message["html"]
+
+
+def test_consent_without_an_address_is_no_contact(client, auth, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=None, email=None)))
+    assert (inv["status"], inv["reason"]) == ("skipped", "no-contact")
+
+
+def _opt_out_via_page(client, token):
+    page = client.get(f"/s/{token}/stop")
+    assert page.status_code == 200
+    done = client.post(f"/s/{token}/stop", data={"csrf_token": csrf_of(page.text)})
+    assert done.status_code == 200 and "will not receive more surveys" in done.text
+
+
+def test_opted_out_number_gets_nothing_more(client, auth, outbox, run_jobs, new_journey):
+    phone = "+13125550142"
+    first = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False)))
+    run_jobs()
+    _opt_out_via_page(client, token_of(message_for(outbox, first["id"])))
+
+    later = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False)))
+    assert (later["status"], later["reason"]) == ("skipped", "opted-out")
+    # With email consented, the survey goes by email instead.
+    other = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone)))
+    assert other["channel"] == "email"
+
+
+def test_opt_out_is_checked_again_at_send_time(app, client, auth, outbox, run_jobs, new_journey):
+    phone = "+16175550177"  # a phone shared by two patients of one family
+    first = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False)))
+    run_jobs()
+    waiting = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False)))
+    assert waiting["status"] == "scheduled"
+    _opt_out_via_page(client, token_of(message_for(outbox, first["id"])))
+
+    run_jobs()
+    assert waiting["id"] not in sent_ids(outbox)
+    with app.app_context():
+        inv = db.session.get(Invitation, waiting["id"])
+        assert (inv.status, inv.skip_reason) == ("skipped", "opted-out")
+
+
+def test_a_send_due_at_night_waits_for_the_morning(app, client, auth, outbox, run_jobs, new_journey):
+    tz = night_tz()  # about 02:00 there now
+    occurred = NOW() - timedelta(minutes=60)  # booking rule: +60 min, so due about now
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey(), timezone=tz, occurred_at=occurred)))
+    local_due = (occurred + timedelta(minutes=60)).astimezone(ZoneInfo(tz))
+    expected = datetime.combine(local_due.date() + (timedelta(days=1) if local_due.hour >= 20 else timedelta()),
+                                time(8), tzinfo=ZoneInfo(tz))
+    assert datetime.fromisoformat(inv["send_at"]) == expected
+    run_jobs()
+    assert inv["id"] not in sent_ids(outbox)
+
+
+def test_a_due_invitation_found_at_night_is_deferred_not_sent(app, client, auth, outbox, run_jobs, new_journey):
+    body = event_body(journey=new_journey())
+    inv = invitation_of(post(client, auth, body))
+    # The patient's next event says they now live where it is night (moved, or a corrected record).
+    post(client, auth, event_body(journey=new_journey(), id=body["patient"]["id"], timezone=night_tz()))
+    run_jobs()
+    assert inv["id"] not in sent_ids(outbox)
+    with app.app_context():
+        row = db.session.get(Invitation, inv["id"])
+        local = row.send_at.astimezone(ZoneInfo(night_tz()))
+        assert row.status == "scheduled" and local.time() == time(8) and row.send_at > NOW()
+        assert row.attempts == 0 and row.token_hash is None
+
+
+def test_one_invitation_per_patient_per_journey_in_30_days(client, auth, new_journey):
+    journey = new_journey()
+    first = event_body("booking", journey=journey, occurred_at=NOW() - timedelta(days=5))
+    second = event_body("discharge", journey=journey, occurred_at=NOW() - timedelta(days=3), id=first["patient"]["id"])
+    assert invitation_of(post(client, auth, first))["status"] == "scheduled"
+    recorded = post(client, auth, second)
+    assert (invitation_of(recorded)["status"], recorded["reason"]) == ("skipped", "fatigue-journey")
+    # Another journey is not limited by this one (the text limits are checked separately).
+    other = event_body("booking", journey=new_journey(), occurred_at=NOW() - timedelta(days=1),
+                       id=first["patient"]["id"])
+    assert invitation_of(post(client, auth, other))["status"] == "scheduled"
+
+
+def test_fatigue_window_ends_after_30_days(client, auth, new_journey):
+    journey = new_journey()
+    first = event_body("booking", journey=journey, occurred_at=NOW() - timedelta(days=40))
+    post(client, auth, first)  # too old to send, but it is no longer in anyone's way either
+    later = event_body("follow_up", journey=journey, occurred_at=NOW() - timedelta(days=2), id=first["patient"]["id"])
+    first_again = event_body("booking", journey=journey, occurred_at=NOW() - timedelta(days=36), id=first["patient"]["id"])
+    assert invitation_of(post(client, auth, first_again))["reason"] == "too-late"
+    assert invitation_of(post(client, auth, later))["status"] == "scheduled"
+
+
+def test_at_most_one_text_a_day_across_journeys(client, auth, new_journey):
+    morning = NOW() - timedelta(days=2, hours=2)
+    a = event_body(journey=new_journey(), occurred_at=morning)
+    pid = a["patient"]["id"]
+    assert invitation_of(post(client, auth, a))["channel"] == "sms"
+    # Same day, another journey: the text limit sends it by email instead...
+    b = event_body(journey=new_journey(), occurred_at=morning + timedelta(hours=1), id=pid)
+    assert invitation_of(post(client, auth, b))["channel"] == "email"
+    # ...or skips it, with the reason, when email is not an option.
+    c = event_body(journey=new_journey(), occurred_at=morning + timedelta(hours=2), id=pid, consent_email=False)
+    assert invitation_of(post(client, auth, c))["reason"] == "sms-daily-limit"
+
+
+def test_at_most_three_texts_a_week_across_journeys(client, auth, new_journey):
+    start = NOW() - timedelta(days=6, hours=12)
+    pid = None
+    for day in (0, 2, 4):
+        body = event_body(journey=new_journey(), occurred_at=start + timedelta(days=day), consent_email=False,
+                          **({"id": pid} if pid else {}))
+        pid = body["patient"]["id"]
+        assert invitation_of(post(client, auth, body))["channel"] == "sms"
+    fourth = event_body(journey=new_journey(), occurred_at=start + timedelta(days=6), id=pid, consent_email=False)
+    assert invitation_of(post(client, auth, fourth))["reason"] == "sms-weekly-limit"
+
+
+def test_a_moment_too_long_ago_is_not_surveyed(client, auth, new_journey):
+    recorded = post(client, auth, event_body("discharge", journey=new_journey(), occurred_at=NOW() - timedelta(days=30)))
+    assert (invitation_of(recorded)["status"], recorded["reason"]) == ("skipped", "too-late")
+
+
+def test_expired_link_shows_the_kind_page_and_is_marked_expired(app, client, auth, outbox, run_jobs, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey(link_ttl_days=0))))
+    run_jobs()  # sends it; a zero-day link is already past its lifetime
+    token = token_of(message_for(outbox, inv["id"]))
+    page = client.get(f"/s/{token}")
+    assert page.status_code == 404 and "no longer available" in page.text
+    run_jobs()
+    with app.app_context():
+        assert db.session.get(Invitation, inv["id"]).status == "expired"
+
+
+def test_unknown_and_malformed_tokens_get_the_same_kind_page(client):
+    for token in ("A" * 43, "short", "x" * 200, "%3Cscript%3E"):
+        page = client.get(f"/s/{token}")
+        assert page.status_code == 404 and "no longer available" in page.text
+
+
+def test_missing_or_invalid_answers_are_shown_again_and_nothing_is_stored(app, client, auth, outbox, run_jobs, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey(), locale="es")))
+    run_jobs()
+    token = token_of(message_for(outbox, inv["id"]))
+    page = client.get(f"/s/{token}")
+    r = client.post(f"/s/{token}", data={"csrf_token": csrf_of(page.text), "booking_ease": "9"})
+    assert r.status_code == 422
+    assert "Por favor, elija una respuesta." in r.text and 'role="alert"' in r.text
+    with app.app_context():
+        assert db.session.get(Invitation, inv["id"]).status == "sent"
+        assert db.session.scalar(select(Response).where(Response.invitation_id == inv["id"])) is None
+
+
+def test_a_post_without_the_csrf_token_records_nothing_and_keeps_the_answers(app, client, auth, outbox, run_jobs, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey())))
+    run_jobs()
+    token = token_of(message_for(outbox, inv["id"]))
+    r = client.post(f"/s/{token}", data={"booking_ease": "6", "booking_satisfaction": "4"})
+    assert r.status_code == 422 and "press Send again" in r.text
+    checked = re.findall(r'<input checked id="(booking_\w+)-\d+" name="\w+"[^>]* value="(\d)">', r.text)
+    assert sorted(checked) == [("booking_ease", "6"), ("booking_satisfaction", "4")]
+    with app.app_context():
+        assert db.session.get(Invitation, inv["id"]).status == "sent"
+
+
+def test_a_link_cannot_be_answered_twice(app, client, auth, outbox, run_jobs, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey())))
+    run_jobs()
+    token = token_of(message_for(outbox, inv["id"]))
+    page = client.get(f"/s/{token}")
+    answers = {"csrf_token": csrf_of(page.text), "booking_ease": "5", "booking_satisfaction": "4"}
+    assert client.post(f"/s/{token}", data=answers).status_code == 302
+    again = client.post(f"/s/{token}", data=answers)
+    assert again.status_code == 404
+    with app.app_context():
+        assert len(db.session.scalars(select(Response).where(Response.invitation_id == inv["id"])).all()) == 1
+
+
+def test_patient_details_follow_the_latest_event(app, client, auth, new_journey):
+    body = event_body(journey=new_journey())
+    post(client, auth, body)
+    post(client, auth, event_body(journey=new_journey(), id=body["patient"]["id"], phone="+14155550199",
+                                  consent_sms=False))
+    with app.app_context():
+        patient = db.session.scalar(select(Patient).where(Patient.external_id == body["patient"]["id"]))
+        assert (patient.phone, patient.consent_sms) == ("+14155550199", False)
