@@ -148,6 +148,8 @@ def worker():
 def run_command(host, port, with_worker):
     """Development server (use gunicorn in production)."""
     child = subprocess.Popen([sys.argv[0], "worker"]) if with_worker else None
+    # SIGTERM must unwind through `finally` so the worker child is stopped with us.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     try:
         # No reloader: it would fork a second server, and the worker must stay a single process.
         run_simple(host, port, current_app._get_current_object(), threaded=True)

@@ -7,7 +7,7 @@ import re
 import secrets
 
 TOKEN_BYTES = 32  # 256 bits of randomness per survey link
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
+_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{20,100}")
 
 
 def new_token() -> str:
@@ -20,18 +20,19 @@ def hash_secret(value: str) -> str:
 
 
 def looks_like_token(value: str) -> bool:
-    return bool(_TOKEN_RE.match(value))
+    return bool(_TOKEN_RE.fullmatch(value))
 
 
 # International numbers (with +) and US-formatted ones; bare digit runs are left alone so
 # ids and timestamps stay readable.
-_PHONE_RE = re.compile(r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]\d{3}[ .-]\d{4}\b")
+_PHONE_RE = re.compile(r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]?\d{3}[ .-]\d{4}\b")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 
 
 def redact(text: str) -> str:
     """Mask phone numbers and email addresses."""
-    return _EMAIL_RE.sub("[email]", _PHONE_RE.sub("[phone]", text))
+    # Emails first: an address may contain digits that look like a phone number.
+    return _PHONE_RE.sub("[phone]", _EMAIL_RE.sub("[email]", text))
 
 
 class RedactingFilter(logging.Filter):

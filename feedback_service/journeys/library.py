@@ -18,7 +18,7 @@ from .models import (EVENT_TYPES, TOUCHPOINT_KINDS, Journey, QuestionSet, Questi
                      Touchpoint, TriggerRule)
 from .questions import QuestionSetError, content_hash, validate_question_set
 
-SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{0,79}$")
+SLUG_RE = re.compile(r"[a-z][a-z0-9-]{0,79}")
 CHANNELS = ("sms", "email")
 
 
@@ -61,7 +61,7 @@ def _check_journey(doc: dict, sets: list[dict]) -> list[str]:
     if not isinstance(doc, dict):
         return [f"{f}: must be a mapping"]
     errs = []
-    if not SLUG_RE.match(str(doc.get("slug", ""))):
+    if not SLUG_RE.fullmatch(str(doc.get("slug", ""))):
         errs.append(f"{f}: slug: must be a lower-case slug")
     if not doc.get("name"):
         errs.append(f"{f}: name: required")
@@ -71,7 +71,7 @@ def _check_journey(doc: dict, sets: list[dict]) -> list[str]:
     stages = doc.get("stages") or []
     stage_touchpoints: dict[str, set[str]] = {}
     for i, st in enumerate(stages):
-        if not isinstance(st, dict) or not SLUG_RE.match(str(st.get("slug", ""))) or not st.get("name"):
+        if not isinstance(st, dict) or not SLUG_RE.fullmatch(str(st.get("slug", ""))) or not st.get("name"):
             errs.append(f"{f}: stages[{i}]: needs a slug and a name")
             continue
         if st["slug"] in stage_touchpoints:
@@ -81,7 +81,7 @@ def _check_journey(doc: dict, sets: list[dict]) -> list[str]:
             errs.append(f"{f}: stages[{i}].touchpoints: at least one touchpoint")
         names = set()
         for j, tp in enumerate(tps):
-            if (not isinstance(tp, dict) or not SLUG_RE.match(str(tp.get("slug", "")))
+            if (not isinstance(tp, dict) or not SLUG_RE.fullmatch(str(tp.get("slug", "")))
                     or not tp.get("name") or tp.get("kind") not in TOUCHPOINT_KINDS):
                 errs.append(f"{f}: stages[{i}].touchpoints[{j}]: needs slug, name and kind "
                             f"({', '.join(TOUCHPOINT_KINDS)})")

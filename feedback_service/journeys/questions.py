@@ -50,7 +50,7 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
         return {loc: str(value[loc]).strip() for loc in locales if value.get(loc)}
 
     key = doc.get("key")
-    if not isinstance(key, str) or not re.match(r"^[a-z][a-z0-9-]{0,79}$", key):
+    if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9-]{0,79}", key):
         errors["key"] = "must be a lower-case slug"
     canonical = {"key": key, "title": texts("title", doc.get("title")), "questions": []}
     intro = texts("intro", doc.get("intro"), required=False)
@@ -68,11 +68,12 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
             errors[path] = "must be a mapping"
             continue
         qkey, qtype = q.get("key"), q.get("type")
-        if not isinstance(qkey, str) or not KEY_RE.match(qkey):
+        if not isinstance(qkey, str) or not KEY_RE.fullmatch(qkey):
             errors[f"{path}.key"] = "must be a lower-case identifier (letters, digits, _)"
         elif qkey in seen or qkey in {"csrf_token", "submit"}:
             errors[f"{path}.key"] = f"{qkey!r} is used twice or reserved"
-        seen.add(qkey)
+        else:
+            seen.add(qkey)
         if qtype not in QUESTION_TYPES:
             errors[f"{path}.type"] = f"must be one of {', '.join(QUESTION_TYPES)}"
             continue
@@ -113,11 +114,15 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
                 errors[f"{path}.options"] = "needs at least two options"
                 options = []
             out["options"] = []
+            values = set()
             for j, opt in enumerate(options):
                 opath = f"{path}.options[{j}]"
                 if not isinstance(opt, dict) or not isinstance(opt.get("value"), str):
                     errors[opath] = "needs a value and a label per locale"
                     continue
+                if opt["value"] in values:
+                    errors[f"{opath}.value"] = f"{opt['value']!r} is used twice"
+                values.add(opt["value"])
                 option = {"value": opt["value"], "label": texts(f"{opath}.label", opt.get("label"))}
                 if "score" in opt:
                     if not isinstance(opt["score"], (int, float)) or not 0 <= opt["score"] <= 100:
@@ -129,7 +134,7 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
                 errors[f"{path}.options"] = "score every option or none"
             if scored and not measure:
                 errors[f"{path}.measure"] = "scored options must feed satisfaction or friction"
-            if measure and not scored:
+            if measure and not scored and f"{path}.options" not in errors:
                 errors[f"{path}.options"] = "a measured choice question needs a score on each option"
         canonical["questions"].append(out)
 

@@ -1,0 +1,116 @@
+"""What a newcomer does after the README's first command, with real processes and plain HTTP:
+the dev server and its worker, curl-style requests, the console outbox, the survey page; and the demo."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import event_body, outbox_lines, uid
+
+CLI = str(Path(sys.executable).parent / "feedback-service")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return True
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+@pytest.fixture
+def server(settings, tmp_path):
+    port = free_port()
+    outbox = tmp_path / "outbox.jsonl"
+    env = {**os.environ, **settings, "FEEDBACK_BASE_URL": f"http://127.0.0.1:{port}",
+           "FEEDBACK_CONSOLE_OUTBOX": str(outbox), "FEEDBACK_DISPATCH_INTERVAL_SECONDS": "1"}
+    proc = subprocess.Popen([CLI, "run", "--port", str(port), "--with-worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200), "server did not start"
+        yield base, outbox, env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=30)
+        finally:
+            # The server must have stopped its worker; make sure nothing outlives the test either way.
+            alive = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+            if alive:
+                os.killpg(proc.pid, signal.SIGKILL)
+        assert not alive, "the worker outlived the dev server"
+
+
+def test_post_an_event_see_the_message_answer_and_see_the_score_move(server, api_key):
+    base, outbox, env = server
+    auth = {"Authorization": f"Bearer {api_key}"}
+    before = requests.get(f"{base}/api/v1/journeys/general-care/scores", headers=auth, timeout=10).json()
+
+    body = event_body("follow_up")
+    r = requests.post(f"{base}/api/v1/events", json=body, headers=auth, timeout=10)
+    assert r.status_code == 202, r.text
+    inv_id = r.json()["invitations"][0]["id"]
+    assert r.json()["journey"] == "general-care"
+    assert requests.post(f"{base}/api/v1/events", json=body, headers=auth, timeout=10).json()["id"] == r.json()["id"]
+
+    assert wait_for(lambda: any(m["invitation_id"] == inv_id for m in outbox_lines(outbox))), "nothing in the outbox"
+    [message] = [m for m in outbox_lines(outbox) if m["invitation_id"] == inv_id]
+    assert message["survey_url"].startswith(base + "/s/")
+
+    browser = requests.Session()
+    page = browser.get(message["survey_url"], timeout=10)
+    assert page.status_code == 200 and 'name="followup_timely"' in page.text
+    csrf = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text).group(1)
+    done = browser.post(message["survey_url"], data={"csrf_token": csrf, "followup_timely": "no",
+                                                     "followup_satisfaction": "2", "comment": "Long wait."},
+                        timeout=10)
+    assert done.status_code == 200 and done.url.endswith("/thanks") and "Thank you" in done.text
+
+    # The answer is in the rollups the scores API reads (with a reporting threshold of 1 to see it).
+    show_all = subprocess.run(
+        [CLI, "shell"], input="from feedback_service.rollups.services import journey_scores\n"
+        "from feedback_service.journeys.models import Journey\nfrom feedback_service.extensions import db\n"
+        "j = db.session.query(Journey).filter_by(slug='general-care').one()\n"
+        "import json; print('SCORES', json.dumps(journey_scores(j, None, None, 1)))\n",
+        env=env, capture_output=True, text=True, timeout=60)
+    line = next(l for l in show_all.stdout.splitlines() if "SCORES" in l)
+    after = {s["slug"]: s for s in json.loads(line.split("SCORES", 1)[1])["stages"]}["follow-up"]
+    assert after["responses"] >= 1 and after["friction"]["n"] >= 1
+    assert before["journey"] == "general-care"
+
+
+def test_demo_seeds_reportable_scores_and_is_idempotent(app, client, api_key):
+    runner = app.test_cli_runner()
+    first = runner.invoke(args=["demo", "--patients", "150"])
+    assert first.exit_code == 0, first.output
+    summary = json.loads(first.stdout.strip().splitlines()[-1])
+    assert summary["events_recorded"] > 300 and summary["responses"] > 100
+    stages = client.get("/api/v1/journeys/orthopedic-surgery/scores",
+                        headers={"Authorization": f"Bearer {api_key}"}).get_json()["stages"]
+    shown = [s for s in stages if not s["suppressed"]]
+    assert {s["slug"] for s in shown} == {"booking", "discharge", "follow-up"}
+    for stage in shown:
+        assert 0 <= stage["satisfaction"]["score"] <= 100 and 0 <= stage["friction"]["score"] <= 100
+    again = json.loads(runner.invoke(args=["demo", "--patients", "150"]).stdout.strip().splitlines()[-1])
+    assert again["events_recorded"] == 0

@@ -1,0 +1,124 @@
+"""The dispatcher with real processes: parallel runners, a worker killed mid-send, retries, the worker."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from feedback_service import create_app
+from feedback_service.extensions import db
+from feedback_service.scheduling.dispatch import dispatch_due
+from feedback_service.scheduling.models import Invitation
+from feedback_service.scheduling.rules import SendPolicy
+from tests.conftest import event_body, outbox_lines
+
+CLI = str(Path(sys.executable).parent / "feedback-service")
+
+
+@pytest.fixture
+def cli_env(settings):
+    def make(**overrides):
+        return {**os.environ, **settings, **{k: str(v) for k, v in overrides.items()}}
+    return make
+
+
+def post_batch(client, auth, bodies) -> list[int]:
+    r = client.post("/api/v1/events", json=bodies, headers=auth)
+    assert r.status_code == 202, r.get_json()
+    return [e["invitations"][0]["id"] for e in r.get_json()["events"]]
+
+
+def statuses(app, ids) -> dict[int, str]:
+    with app.app_context():
+        rows = db.session.query(Invitation.id, Invitation.status).filter(Invitation.id.in_(ids)).all()
+        db.session.rollback()
+        return dict(rows)
+
+
+def wait_for(predicate, timeout=30.0, interval=0.1):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def test_parallel_runners_send_each_invitation_exactly_once(app, client, auth, outbox, cli_env, new_journey):
+    journey = new_journey()
+    ids = post_batch(client, auth, [event_body(journey=journey) for _ in range(150)])
+    env = cli_env(FEEDBACK_DISPATCH_BATCH_SIZE=20)
+    runners = [subprocess.Popen([CLI, "jobs", "run-once"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               for _ in range(3)]
+    for runner in runners:
+        _, err = runner.communicate(timeout=120)
+        assert runner.returncode == 0, err.decode()
+    sent = [m["invitation_id"] for m in outbox_lines(outbox) if m["invitation_id"] in set(ids)]
+    assert sorted(sent) == sorted(ids)  # every one, once
+    assert set(statuses(app, ids).values()) == {"sent"}
+
+
+def test_a_worker_killed_mid_send_leaves_the_invitation_in_doubt_and_it_is_never_resent(
+        app, client, auth, outbox, cli_env, new_journey, tmp_path):
+    [inv_id] = post_batch(client, auth, [event_body(journey=new_journey())])
+    # A FIFO with no reader: the console channel's open() blocks, so the worker hangs inside send().
+    fifo = tmp_path / "stuck-outbox"
+    os.mkfifo(fifo)
+    runner = subprocess.Popen([CLI, "jobs", "run-once"], env=cli_env(FEEDBACK_CONSOLE_OUTBOX=fifo),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: statuses(app, [inv_id])[inv_id] == "sending"), "worker never claimed the invitation"
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(timeout=10)
+    assert statuses(app, [inv_id])[inv_id] == "sending"
+
+    # After restart, once the lease has passed, the row is marked unknown and left alone.
+    done = subprocess.run([CLI, "jobs", "run-once"], env=cli_env(FEEDBACK_SENDING_LEASE_SECONDS=0),
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    assert statuses(app, [inv_id])[inv_id] == "unknown"
+    assert inv_id not in {m["invitation_id"] for m in outbox_lines(outbox)}
+    subprocess.run([CLI, "jobs", "run-once"], env=cli_env(), capture_output=True, timeout=60, check=True)
+    assert statuses(app, [inv_id])[inv_id] == "unknown"
+
+
+def test_a_channel_error_is_retried_with_backoff_then_fails(settings, client, auth, new_journey, tmp_path):
+    [inv_id] = post_batch(client, auth, [event_body(journey=new_journey())])
+    # An outbox that is a directory cannot be written: the console channel reports a transient error.
+    broken = create_app({"TESTING": True, **settings, "FEEDBACK_CONSOLE_OUTBOX": str(tmp_path)})
+    with broken.app_context():
+        policy = SendPolicy.from_config(broken.config)
+        report = dispatch_due(policy, "test", max_attempts=2)
+        assert report.outcomes.get("retry", 0) >= 1
+        row = db.session.get(Invitation, inv_id)
+        assert (row.status, row.attempts, row.token_hash) == ("scheduled", 1, None)
+        assert row.last_error.startswith("TransientSendError: outbox not writable")
+        first_retry = row.send_at
+        assert timedelta(seconds=14) < first_retry - row.claimed_at < timedelta(seconds=46)
+
+        dispatch_due(policy, "test", now=first_retry, max_attempts=2)
+        db.session.expire_all()
+        row = db.session.get(Invitation, inv_id)
+        assert (row.status, row.attempts) == ("failed", 2)
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_worker_process_sends_due_invitations_and_stops_cleanly(client, auth, outbox, cli_env, new_journey):
+    worker = subprocess.Popen([CLI, "worker"], env=cli_env(FEEDBACK_DISPATCH_INTERVAL_SECONDS=1),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        [inv_id] = post_batch(client, auth, [event_body(journey=new_journey())])
+        assert wait_for(lambda: inv_id in {m["invitation_id"] for m in outbox_lines(outbox)}, timeout=30), \
+            "the worker did not send the invitation"
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err.decode()
