@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -123,6 +124,8 @@ def worker():
     import jobs
 
     app = current_app._get_current_object()
+    # APScheduler logs every tick at INFO; our jobs log what they did.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
     scheduler = BlockingScheduler(timezone="UTC")
     jobs.register(scheduler, app)
 

@@ -63,7 +63,7 @@ def test_mixed_message_keeps_everything_else():
     "patient 550e8400-e29b-41d4-a716-446655440000",
     "dispatch: {'sent': 12, 'failed': 0} in 0.153s",
     "epoch 1741420800123",
-    "GET /s/abc-DEF_123 200",
+    "GET /healthz 200",
 ])
 def test_timestamps_ids_and_invitation_numbers_are_left_alone(text):
     assert redact(text) == text
@@ -199,3 +199,8 @@ def test_looks_like_token_rejects_malformed(value):
 
 def test_looks_like_token_rejects_trailing_newline():
     assert not looks_like_token(new_token() + "\n")
+
+
+def test_survey_link_tokens_are_masked_in_access_logs():
+    line = '127.0.0.1 - - "GET /s/wvr4kKSpF2ACx77DHOCO7Fq_UtXTEXuLWx0A2lCTi28/thanks HTTP/1.1" 200 -'
+    assert redact(line) == '127.0.0.1 - - "GET /s/[token]/thanks HTTP/1.1" 200 -'
