@@ -62,7 +62,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     @app.errorhandler(405)
     def _not_found(exc):
         if request.path.startswith("/api/"):
-            return jsonify({"error": exc.description}), exc.code
+            # Keep the exception's own headers (Allow on a 405), but answer in JSON.
+            headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+            return jsonify({"error": exc.description}), exc.code, headers
         return exc
 
     from .cli import register_cli

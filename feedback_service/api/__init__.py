@@ -36,7 +36,9 @@ def require_api_key(view):
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):
     # Clients of the API always get JSON, including for 404, 405 and unreadable bodies.
-    return error(exc.code or 500, exc.description or exc.name)
+    response, status = error(exc.code or 500, exc.description or exc.name)
+    response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+    return response, status
 
 
 from . import routes  # noqa: E402,F401  (registers the views on bp)

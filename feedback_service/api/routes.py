@@ -39,7 +39,10 @@ def _event_json(rec) -> dict:
 @bp.post("/events")
 @require_api_key
 def post_events():
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # absurdly deep nesting: a client mistake like any other
+        body = None
     if body is None:
         return error(422 if request.is_json else 415, "the body must be JSON (Content-Type: application/json)",
                      {"body": "not valid JSON"})
@@ -48,7 +51,7 @@ def post_events():
         return error(422, "invalid event", errors)
     try:
         results = record_events(items, source=g.api_key.name, policy=SendPolicy.from_config(current_app.config),
-                                default_journey=current_app.config["FEEDBACK_DEFAULT_JOURNEY"])
+                                default_journey=current_app.config["FEEDBACK_DEFAULT_JOURNEY"], indexed=is_list)
     except EventRejected as exc:
         return error(422, "invalid event", exc.errors)
     status = 200 if all(r.duplicate for r in results) else 202

@@ -22,6 +22,8 @@ class Event(db.Model):
     journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
     touchpoint_id: Mapped[int | None] = mapped_column(ForeignKey("touchpoints.id"), nullable=True)
     patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    # Why this event leads to no survey, when no rule applied (invitations carry their own reason).
+    skip_reason: Mapped[str | None] = mapped_column(db.String(40), nullable=True)
 
     journey = relationship("Journey")
     touchpoint = relationship("Touchpoint")

@@ -44,7 +44,7 @@ class PatientIn(BaseModel):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a folder, or too long
             raise ValueError("must be an IANA time zone such as America/Chicago") from None
         return value
 

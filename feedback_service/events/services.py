@@ -32,13 +32,14 @@ class Recorded:
     invitations: list = field(default_factory=list)
 
 
-def resolve_targets(items: list[EventIn], default_journey: str = "") -> list[tuple]:
-    """(journey, touchpoint or None) for each item, or EventRejected naming every unknown slug."""
+def resolve_targets(items: list[EventIn], default_journey: str = "", indexed: bool = False) -> list[tuple]:
+    """(journey, touchpoint or None) for each item, or EventRejected naming every unknown slug
+    (paths start with the item's index when the body was a list)."""
     errors: dict[str, str] = {}
     out = []
     journeys: dict[str | None, Journey | None] = {}
     for i, item in enumerate(items):
-        prefix = f"[{i}]." if len(items) > 1 else ""
+        prefix = f"[{i}]." if indexed else ""
         slug = item.journey or default_journey or None
         if slug not in journeys:
             q = select(Journey).where(Journey.slug == slug) if slug else select(Journey).where(Journey.is_default)
@@ -66,10 +67,10 @@ def resolve_targets(items: list[EventIn], default_journey: str = "") -> list[tup
 
 
 def record_events(items: list[EventIn], source: str, policy: SendPolicy, default_journey: str = "",
-                  now=None) -> list[Recorded]:
+                  now=None, indexed: bool = False) -> list[Recorded]:
     """Store new events (all or nothing) and schedule their invitations in the same transaction."""
     now = now or utcnow()
-    targets = resolve_targets(items, default_journey)
+    targets = resolve_targets(items, default_journey, indexed)
     try:
         results = [_record_one(item, journey, tp, source, policy, now) for item, (journey, tp) in zip(items, targets)]
         db.session.commit()
@@ -85,7 +86,9 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
 def _record_one(item: EventIn, journey, touchpoint, source, policy, now) -> Recorded:
     existing = db.session.scalar(select(Event).where(Event.source == source, Event.external_id == item.external_id))
     if existing is not None:
-        return Recorded(existing, duplicate=True, invitations=list(existing.invitations))
+        invitations = list(existing.invitations)
+        reason = invitations[0].skip_reason if invitations else existing.skip_reason
+        return Recorded(existing, duplicate=True, reason=reason, invitations=invitations)
     patient = upsert_patient(item.patient)
     event = Event(source=source, external_id=item.external_id, type=item.type, occurred_at=item.occurred_at,
                   journey=journey, touchpoint=touchpoint, patient=patient)
@@ -94,7 +97,7 @@ def _record_one(item: EventIn, journey, touchpoint, source, policy, now) -> Reco
     rule = next((r for r in journey.rules if r.event_type == item.type), None)
     invitation = schedule_invitation(event, rule, policy, now)
     if invitation is None:
-        reason = "no-rule" if rule is None or not rule.active else "no-published-question-set"
-        return Recorded(event, duplicate=False, reason=reason)
+        event.skip_reason = "no-rule" if rule is None or not rule.active else "no-published-question-set"
+        return Recorded(event, duplicate=False, reason=event.skip_reason)
     db.session.flush()
     return Recorded(event, duplicate=False, reason=invitation.skip_reason, invitations=[invitation])

@@ -44,13 +44,15 @@ def server(settings, tmp_path):
     outbox = tmp_path / "outbox.jsonl"
     env = {**os.environ, **settings, "FEEDBACK_BASE_URL": f"http://127.0.0.1:{port}",
            "FEEDBACK_CONSOLE_OUTBOX": str(outbox), "FEEDBACK_DISPATCH_INTERVAL_SECONDS": "1"}
+    log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen([CLI, "run", "--port", str(port), "--with-worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200), "server did not start"
         yield base, outbox, env
     finally:
+        log.close()
         proc.send_signal(signal.SIGTERM)
         try:
             proc.communicate(timeout=30)
@@ -98,6 +100,12 @@ def test_post_an_event_see_the_message_answer_and_see_the_score_move(server, api
     after = {s["slug"]: s for s in json.loads(line.split("SCORES", 1)[1])["stages"]}["follow-up"]
     assert after["responses"] >= 1 and after["friction"]["n"] >= 1
     assert before["journey"] == "general-care"
+
+    # The server's and the worker's logs saw all of this, and kept no contact detail or link token.
+    logs = (outbox.parent / "server.log").read_text()
+    assert "POST /api/v1/events" in logs and "dispatch:" in logs
+    for secret in (body["patient"]["phone"], body["patient"]["email"], message["survey_url"].rsplit("/", 1)[1]):
+        assert secret not in logs
 
 
 def test_demo_seeds_reportable_scores_and_is_idempotent(app, client, api_key):

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: defdabcfc33f
+Revision ID: 146871c8052a
 Revises: 
-Create Date: 2026-11-27 09:36:00.551889
+Create Date: 2026-11-27 10:02:21.623766
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = 'defdabcfc33f'
+revision = '146871c8052a'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -102,6 +102,7 @@ def upgrade():
     sa.Column('journey_id', sa.Integer(), nullable=False),
     sa.Column('touchpoint_id', sa.Integer(), nullable=True),
     sa.Column('patient_id', sa.Integer(), nullable=False),
+    sa.Column('skip_reason', sa.String(length=40), nullable=True),
     sa.ForeignKeyConstraint(['journey_id'], ['journeys.id'], name=op.f('fk_events_journey_id_journeys')),
     sa.ForeignKeyConstraint(['patient_id'], ['patients.id'], name=op.f('fk_events_patient_id_patients')),
     sa.ForeignKeyConstraint(['touchpoint_id'], ['touchpoints.id'], name=op.f('fk_events_touchpoint_id_touchpoints')),
