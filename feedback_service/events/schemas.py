@@ -1,6 +1,7 @@
 """The JSON event contract, validated with pydantic; errors come back keyed by field path."""
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -19,7 +20,7 @@ class PatientIn(BaseModel):
     first_name: Annotated[str, Field(max_length=100)] | None = None
     phone: str | None = None
     email: EmailStr | None = None
-    locale: Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
+    locale: Annotated[str, Field(max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
     timezone: str | None = None
     consent_sms: StrictBool = False
     consent_email: StrictBool = False
@@ -58,6 +59,14 @@ class EventIn(BaseModel):
     journey: Slug | None = None
     touchpoint: Slug | None = None
     patient: PatientIn
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _iso_only(cls, value):
+        # pydantic would read a bare number as a Unix time; the contract is ISO 8601 with an offset.
+        if not isinstance(value, (str, datetime)):
+            raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-03-01T14:30:00+01:00")
+        return value
 
 
 _batch = TypeAdapter(list[EventIn])

@@ -4,7 +4,6 @@ read-only endpoints (journeys, scores, OpenAPI document, health check)."""
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 
 import pytest
@@ -20,7 +19,6 @@ from feedback_service.scheduling.models import Invitation
 from tests.conftest import event_body, uid
 
 EVENTS = "/api/v1/events"
-ON_POSTGRES = bool(os.environ.get("FEEDBACK_TEST_DATABASE_URL"))
 INVITATION_KEYS = {"id", "status", "reason", "stage", "touchpoint", "channel", "question_set",
                    "question_set_version", "send_at"}
 
@@ -199,14 +197,23 @@ def test_an_event_without_a_rule_for_its_type_is_stored_with_no_rule(app, client
     assert inv["stage"] == "booking"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a duplicate of an event that scheduled nothing answers reason null "
-                                       "(Recorded(duplicate=True) never sets reason), so the client is not told "
-                                       "why no survey will be sent, unlike the original answer")
 def test_a_duplicate_of_a_no_rule_event_still_says_why(client, auth, journey_without):
+    # Was a bug: a duplicate answered reason null, so the client was not told why no survey would come.
     body = event_body("follow_up", journey=journey_without("follow_up"))
     assert post(client, auth, body)["reason"] == "no-rule"
     again = post(client, auth, body, status=200)
+    assert again["duplicate"] is True
     assert again["invitations"] == [] and again["reason"] == "no-rule"
+
+
+def test_a_duplicate_of_a_skipped_invitation_keeps_its_reason(client, auth, new_journey):
+    body = event_body(journey=new_journey(), consent_sms=False, consent_email=False)
+    original = post(client, auth, body)
+    assert original["reason"] == "no-consent"
+    again = post(client, auth, body, status=200)
+    assert again["reason"] == "no-consent"
+    assert [(i["id"], i["reason"]) for i in again["invitations"]] == [(original["invitations"][0]["id"],
+                                                                        "no-consent")]
 
 
 # ---------------------------------------------------------------------------------------------- lists
@@ -419,11 +426,11 @@ def test_an_unknown_journey_in_a_list_stores_nothing(app, client, auth, new_jour
         assert stored(app, body["external_id"]) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: resolve_targets() prefixes paths only when len(items) > 1, so a "
-                                       "list of one event with an unknown journey answers 'journey' instead of "
-                                       "'[0].journey' (schema errors in the same list do get '[0].')")
-def test_an_unknown_journey_in_a_list_of_one_is_named_by_index(client, auth):
+def test_an_unknown_journey_in_a_list_of_one_is_named_by_index(client, auth, new_journey):
+    # Was a bug: resolve_targets() prefixed paths only for lists of two or more.
     assert_invalid(client.post(EVENTS, json=[event_body(journey="no-such-journey")], headers=auth), "[0].journey")
+    tp = event_body("booking", journey=new_journey(), touchpoint="care-team")
+    assert_invalid(client.post(EVENTS, json=[tp], headers=auth), "[0].touchpoint")
 
 
 # ---------------------------------------------------------------------------------------------- bodies and errors
@@ -468,34 +475,33 @@ def test_json_that_is_no_event_answers_422_not_500(app, client, auth, raw, path)
     assert stored(app, external_id) == []
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: deeply nested JSON raises RecursionError in request.get_json(), "
-                                       "which silent=True does not catch (only ValueError): a 500, not a 422")
 def test_deeply_nested_json_answers_422_not_500(client, auth):
-    raw = "[" * 100_000 + "]" * 100_000
-    r = client.post(EVENTS, data=raw, headers={**auth, "Content-Type": "application/json"})
-    assert r.status_code == 422 and r.is_json
+    # Was a bug: RecursionError escaped request.get_json(silent=True) as a 500.
+    for raw in ("[" * 100_000 + "]" * 100_000, '{"a":' * 100_000 + "1" + "}" * 100_000):
+        r = client.post(EVENTS, data=raw, headers={**auth, "Content-Type": "application/json"})
+        assert r.status_code == 422 and r.is_json and "body" in r.get_json()["errors"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: PatientIn._tz catches only ZoneInfoNotFoundError/ValueError, but "
-                                       "ZoneInfo('Europe') raises IsADirectoryError and an over-long name "
-                                       "OSError(ENAMETOOLONG): the request fails with a 500 instead of a 422 "
-                                       "naming patient.timezone")
 @pytest.mark.parametrize("zone", ["Europe", "America/Argentina", "x" * 300], ids=["directory", "sub-directory",
                                                                                     "too-long"])
-def test_a_timezone_that_is_a_folder_or_too_long_answers_422(client, auth, zone):
-    r = client.post(EVENTS, json=event_body(timezone=zone), headers=auth)
-    assert_invalid(r, "patient.timezone")
+def test_a_timezone_that_is_a_folder_or_too_long_answers_422(app, client, auth, zone):
+    # Was a bug: ZoneInfo raised IsADirectoryError / OSError(ENAMETOOLONG), uncaught: a 500.
+    body = event_body(timezone=zone)
+    assert_invalid(client.post(EVENTS, json=body, headers=auth), "patient.timezone")
+    assert stored(app, body["external_id"]) == []
 
 
-@pytest.mark.xfail(ON_POSTGRES, strict=True,
-                   reason="BUG: the locale pattern allows any number of subtags but patients.locale is "
-                          "VARCHAR(20): on PostgreSQL a long, pattern-valid locale fails the INSERT "
-                          "(StringDataRightTruncation) and answers 500 instead of 202/422")
-def test_a_long_locale_is_never_a_500(app, client, auth):
+def test_a_locale_longer_than_its_column_is_a_422(app, client, auth):
+    # Was a bug: pattern-valid but longer than VARCHAR(20), a 500 on PostgreSQL.
     body = event_body(locale="en-US-abcdefgh-ijklmnop-qrstuvwx")
-    r = client.post(EVENTS, json=body, headers=auth)
-    assert r.status_code in (202, 422), r.get_data(as_text=True)
-    assert len(stored(app, body["external_id"])) == (1 if r.status_code == 202 else 0)
+    assert_invalid(client.post(EVENTS, json=body, headers=auth), "patient.locale")
+    assert stored(app, body["external_id"]) == []
+
+
+@pytest.mark.parametrize("value", [1764000000, 1764000000.5, True])
+def test_occurred_at_must_be_an_iso_string(app, client, auth, value):
+    body = {**event_body(), "occurred_at": value}
+    assert_invalid(client.post(EVENTS, json=body, headers=auth), "occurred_at")
 
 
 def test_an_unknown_api_path_answers_404_json(client, auth):
@@ -511,13 +517,13 @@ def test_a_wrong_method_answers_405_json(client, auth, method, path):
     assert r.status_code == 405 and r.is_json and isinstance(r.get_json()["error"], str)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the app-level 404/405 handler returns jsonify(...), code and drops "
-                                       "the exception's headers, so API 405 answers carry no Allow header "
-                                       "(RFC 9110 15.5.6: MUST)")
 def test_a_405_names_the_allowed_methods(client, auth):
+    # Was a bug: the JSON error handler dropped the Allow header (RFC 9110 15.5.6: MUST).
     r = client.get(EVENTS, headers=auth)
-    assert r.status_code == 405
-    assert "POST" in r.headers.get("Allow", "")
+    assert r.status_code == 405 and r.is_json
+    assert "POST" in {m.strip() for m in r.headers.get("Allow", "").split(",")}
+    r = client.post("/api/v1/journeys", headers=auth)
+    assert r.status_code == 405 and "GET" in {m.strip() for m in r.headers.get("Allow", "").split(",")}
 
 
 # ---------------------------------------------------------------------------------------------- read endpoints
