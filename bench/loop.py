@@ -13,8 +13,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
-from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,26 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from feedback_service import create_app  # noqa: E402
 from feedback_service.extensions import db  # noqa: E402
-
-
-@contextmanager
-def fresh_database(url: str | None, tmp: Path):
-    if not url:
-        yield f"sqlite:///{tmp / 'bench.db'}"
-        return
-    import psycopg
-    from sqlalchemy import make_url
-
-    base = make_url(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"feedback_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(host=base.host, port=base.port or 5432, user=base.username, dbname=base.database,
-                            autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+from feedback_service.scratch import scratch_database  # noqa: E402
 
 
 def event(i: int, when: datetime) -> dict:
@@ -57,7 +36,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, fresh_database(args.database_url, Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, scratch_database(args.database_url, Path(tmp), prefix="feedback_bench") as url:
         app = create_app({"FEEDBACK_DATABASE_URL": url, "FEEDBACK_CONSOLE_OUTBOX": str(Path(tmp) / "outbox.jsonl"),
                           "FEEDBACK_DISPATCH_BATCH_SIZE": 500, "FEEDBACK_SECRET_KEY": "bench"})
         runner = app.test_cli_runner()

@@ -46,6 +46,10 @@ class RedactingFilter(logging.Filter):
         cleaned = redact(message)
         if cleaned != message:
             record.msg, record.args = cleaned, None
+        if record.exc_info and not record.exc_text:
+            # Exception text (an SDK's error message, say) can quote an address too. Formatters
+            # reuse exc_text when it is set, so the scrubbed version is what gets written.
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
         return True
 
 

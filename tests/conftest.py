@@ -11,33 +11,20 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy import make_url
 
 from feedback_service import create_app
 from feedback_service.config import PROJECT_ROOT
 from feedback_service.extensions import db
 from feedback_service.journeys.library import load_library
+from feedback_service.scratch import scratch_database
 
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
     """A database of our own: a new SQLite file, or a new database on the PostgreSQL server."""
-    server = os.environ.get("FEEDBACK_TEST_DATABASE_URL")
-    if not server:
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'feedback.db'}"
-        return
-    import psycopg
-
-    url = make_url(server.replace("postgresql://", "postgresql+psycopg://", 1))
-    name = f"feedback_test_{uuid.uuid4().hex[:10]}"
-    admin = psycopg.connect(host=url.host, port=url.port or 5432, user=url.username or None,
-                            password=url.password, dbname=url.database, autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield url.set(database=name).render_as_string(hide_password=False)
-    finally:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
+    with scratch_database(os.environ.get("FEEDBACK_TEST_DATABASE_URL"), tmp_path_factory.mktemp("db"),
+                          prefix="feedback_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

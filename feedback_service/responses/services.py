@@ -6,7 +6,7 @@ from sqlalchemy import select, update
 from ..extensions import db
 from ..journeys.questions import MAX_TEXT_ANSWER, score_answer
 from ..patients.services import opt_out
-from ..rollups.services import record_answers
+from ..rollups.services import record_answers, record_sent
 from ..scheduling.models import Invitation
 from ..security import hash_secret, looks_like_token
 from ..sqltypes import utcnow
@@ -30,11 +30,15 @@ def find_invitation(token: str) -> Invitation | None:
     return db.session.scalar(select(Invitation).where(Invitation.token_hash == hash_secret(token)))
 
 
+# "unknown": a worker died mid-send, so the message may well have reached the patient.
+ANSWERABLE = ("sent", "unknown")
+
+
 def open_invitation(token: str, now=None) -> Invitation | None:
     """The invitation a survey link may still be answered for, or None (unknown, used or expired)."""
     invitation = find_invitation(token)
     now = now or utcnow()
-    if invitation is None or invitation.status != "sent" or invitation.expires_at <= now:
+    if invitation is None or invitation.status not in ANSWERABLE or invitation.expires_at <= now:
         return None
     return invitation
 
@@ -70,14 +74,19 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
     if errors:
         raise AnswerError(errors)
 
+    was_in_doubt = invitation.status == "unknown"
     # The conditional update is the "works once" guarantee, even for two submits at the same instant.
     claimed = db.session.execute(
-        update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.status.in_(ANSWERABLE))
         .values(status="answered", answered_at=now)
     ).rowcount
     if claimed != 1:
         db.session.rollback()
         raise AlreadyAnswered()
+    if was_in_doubt:
+        # An answer proves the message went out: count the send the crash kept us from recording.
+        invitation.sent_at = invitation.claimed_at
+        record_sent(invitation)
     response = Response(
         invitation_id=invitation.id, journey_id=invitation.journey_id, stage_id=invitation.stage_id,
         touchpoint_id=invitation.touchpoint_id, question_set_version_id=version.id, channel=channel,

@@ -47,21 +47,23 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
     """Move up to `limit` due invitations to "sending"; returns {invitation id: fresh link token}."""
     # SKIP LOCKED lets workers on PostgreSQL take disjoint batches; SQLite drops the clause and
     # the conditional UPDATE below (rowcount 1 or 0) keeps a row from being claimed twice.
-    ids = db.session.scalars(
-        select(Invitation.id)
+    due = db.session.execute(
+        select(Invitation.id, Invitation.link_ttl_days)
         .where(Invitation.status == "scheduled", Invitation.send_at <= now)
         .order_by(Invitation.send_at, Invitation.id)
         .limit(limit)
         .with_for_update(skip_locked=True)
     ).all()
     claimed = {}
-    for inv_id in ids:
+    for inv_id, ttl_days in due:
         token = new_token()
+        # The link's lifetime is fixed at claim time, so a link that went out just before a crash
+        # (status "unknown") still works for as long as it should.
         result = db.session.execute(
             update(Invitation)
             .where(Invitation.id == inv_id, Invitation.status == "scheduled")
             .values(status="sending", claimed_at=now, claimed_by=worker, token_hash=hash_secret(token),
-                    attempts=Invitation.attempts + 1)
+                    expires_at=now + timedelta(days=ttl_days), attempts=Invitation.attempts + 1)
         )
         if result.rowcount == 1:
             claimed[inv_id] = token
@@ -88,26 +90,35 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
 def _send_one(invitation: Invitation, token: str, policy: SendPolicy, now, max_attempts: int) -> str:
     patient = invitation.patient
     if invitation.send_at < now - policy.max_send_delay:
-        invitation.status, invitation.token_hash = "expired", None
+        invitation.status, invitation.token_hash, invitation.expires_at = "expired", None, None
         return "expired"
     blocked = channel_block(patient, invitation.channel)
     if blocked:
         invitation.status, invitation.skip_reason, invitation.token_hash = "skipped", blocked, None
+        invitation.expires_at = None
         return "skipped"
     # A due row found at night (worker was down, or a retry) waits for the morning.
     tz = patient.timezone or policy.default_timezone
     morning = next_send_time(now, tz, policy.window_start, policy.window_end)
     if morning > now:
         invitation.status, invitation.send_at, invitation.token_hash = "scheduled", morning, None
-        invitation.attempts -= 1
+        invitation.attempts, invitation.expires_at = invitation.attempts - 1, None
         return "deferred"
 
-    message = invitation_message(invitation, survey_url(token))
     try:
-        delivery = channel_for(invitation.channel).send(message)
+        message = invitation_message(invitation, survey_url(token))
+        channel = channel_for(invitation.channel)
+    except Exception:
+        # Nothing left us: a broken template or channel setting is a failure, not a doubt.
+        invitation.status, invitation.token_hash = "failed", None
+        invitation.last_error = "could not compose the message"
+        log.exception("invitation %s: could not compose the message", invitation.id)
+        return "failed"
+    try:
+        delivery = channel.send(message)
     except SendError as exc:
         invitation.last_error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
-        invitation.token_hash = None
+        invitation.token_hash, invitation.expires_at = None, None
         if exc.transient and invitation.attempts < max_attempts:
             invitation.status = "scheduled"
             invitation.send_at = now + _backoff(invitation.attempts)
@@ -122,7 +133,6 @@ def _send_one(invitation: Invitation, token: str, policy: SendPolicy, now, max_a
         log.exception("invitation %s: outcome unknown", invitation.id)
         return "unknown"
     invitation.status, invitation.sent_at = "sent", now
-    invitation.expires_at = now + timedelta(days=invitation.link_ttl_days)
     invitation.provider_message_id = delivery.provider_message_id
     record_sent(invitation)
     return "sent"

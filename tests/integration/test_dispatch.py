@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from feedback_service import create_app
+from feedback_service.channels.console import ConsoleChannel
 from feedback_service.extensions import db
 from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.models import Invitation
+from feedback_service.rollups.models import DailyCounts
 from feedback_service.scheduling.rules import SendPolicy
-from tests.conftest import event_body, outbox_lines
+from tests.conftest import csrf_of, event_body, message_for, outbox_lines, token_of
 
 CLI = str(Path(sys.executable).parent / "feedback-service")
 
@@ -122,3 +124,45 @@ def test_the_worker_process_sends_due_invitations_and_stops_cleanly(client, auth
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err.decode()
+
+
+class _DroppedAfterAccepting:
+    """A provider that takes the message, then the connection drops before it answers."""
+
+    name = "flaky"
+
+    def __init__(self, outbox):
+        self.inner = ConsoleChannel(str(outbox))
+
+    def send(self, message):
+        self.inner.send(message)
+        raise ConnectionResetError("connection reset by peer")
+
+
+def test_an_invitation_in_doubt_is_not_resent_but_its_link_still_works(app, client, auth, outbox, run_jobs,
+                                                                       new_journey):
+    [inv_id] = post_batch(client, auth, [event_body(journey=new_journey())])
+    channels = app.extensions["feedback_channels"]
+    saved = dict(channels)
+    channels["sms"] = _DroppedAfterAccepting(outbox)
+    try:
+        assert run_jobs()["dispatch"] == {"unknown": 1}
+    finally:
+        channels.update(saved)
+    assert statuses(app, [inv_id])[inv_id] == "unknown"
+    run_jobs()
+    assert [m["invitation_id"] for m in outbox_lines(outbox)].count(inv_id) == 1  # never resent
+
+    # The patient did get it: answering works, and proves the send.
+    token = token_of(message_for(outbox, inv_id))
+    page = client.get(f"/s/{token}")
+    assert page.status_code == 200
+    done = client.post(f"/s/{token}", data={"csrf_token": csrf_of(page.text), "booking_ease": "6",
+                                            "booking_satisfaction": "4"})
+    assert done.status_code == 302
+    with app.app_context():
+        row = db.session.get(Invitation, inv_id)
+        assert row.status == "answered" and row.sent_at == row.claimed_at
+        counts = db.session.query(DailyCounts).filter_by(touchpoint_id=row.touchpoint_id,
+                                                          day=row.event.occurred_at.date()).one()
+        assert (counts.sent, counts.responses) == (1, 1)

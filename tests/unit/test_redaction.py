@@ -204,3 +204,22 @@ def test_looks_like_token_rejects_trailing_newline():
 def test_survey_link_tokens_are_masked_in_access_logs():
     line = '127.0.0.1 - - "GET /s/wvr4kKSpF2ACx77DHOCO7Fq_UtXTEXuLWx0A2lCTi28/thanks HTTP/1.1" 200 -'
     assert redact(line) == '127.0.0.1 - - "GET /s/[token]/thanks HTTP/1.1" 200 -'
+
+
+def test_exception_text_in_logs_is_redacted_too():
+    stream = io.StringIO()
+    logger = logging.getLogger("test.redaction.exc")
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise RuntimeError("provider refused +14155550123 (ana@example.org)")
+        except RuntimeError:
+            logger.exception("send failed")
+    finally:
+        logger.removeHandler(handler)
+    written = stream.getvalue()
+    assert "RuntimeError: provider refused [phone] ([email])" in written
+    assert "4155550123" not in written and "ana@example.org" not in written
