@@ -135,8 +135,6 @@ def worker():
 
     signal.signal(signal.SIGTERM, _stop)
     click.echo("worker started", err=True)
-    for job in jobs.JOBS:  # first tick now rather than one interval from now
-        scheduler.add_job(job.run, args=[app], id=f"{job.NAME}-first")
     try:
         scheduler.start()
     except KeyboardInterrupt:

@@ -1,16 +1,19 @@
 """Scheduled work. Each module is one job: NAME, interval(app) in seconds, and a thin run(app)."""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from . import dispatch, expire, recover
 
 JOBS = (recover, dispatch, expire)
 
 
 def register(scheduler, app) -> None:
-    """Add every job to an APScheduler scheduler as a short periodic tick."""
+    """Add every job to an APScheduler scheduler as a short periodic tick, the first one now."""
     for job in JOBS:
         scheduler.add_job(job.run, "interval", seconds=job.interval(app), args=[app], id=job.NAME,
-                          name=job.NAME, max_instances=1, coalesce=True, misfire_grace_time=30)
+                          name=job.NAME, max_instances=1, coalesce=True, misfire_grace_time=30,
+                          next_run_time=datetime.now(timezone.utc))
 
 
 def run_all_once(app) -> dict:
