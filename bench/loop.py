@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from feedback_service import create_app  # noqa: E402
 from feedback_service.extensions import db  # noqa: E402
-from feedback_service.scratch import scratch_database  # noqa: E402
+from tests.scratch import scratch_database  # noqa: E402
 
 
 def event(i: int, when: datetime) -> dict:

@@ -31,6 +31,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = app.config["FEEDBACK_BASE_URL"].startswith("https://")
+    # 1000 events are well under a megabyte; anything far bigger is a mistake or an attack.
+    app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
@@ -60,6 +62,7 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.errorhandler(404)
     @app.errorhandler(405)
+    @app.errorhandler(413)
     def _not_found(exc):
         if request.path.startswith("/api/"):
             # Keep the exception's own headers (Allow on a 405), but answer in JSON.
@@ -84,9 +87,17 @@ def _instance_secret(instance_path: str) -> str:
     """Without FEEDBACK_SECRET_KEY (a laptop, the demo) keep a random key in the instance folder."""
     path = Path(instance_path) / "secret_key"
     if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        # Written aside, then linked into place: web and worker starting together agree on one key.
+        draft = path.with_name(f"secret_key.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_hex(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
     return path.read_text().strip()
 
 
@@ -99,10 +110,11 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 def _engine_options(url: str) -> dict:
+    # Error messages must not quote bound values: they are patient identifiers and contacts.
     if url.startswith("sqlite"):
         # Wait for a writer instead of failing at once when web and worker write together.
-        return {"connect_args": {"timeout": 30}}
-    return {"pool_pre_ping": True}
+        return {"connect_args": {"timeout": 30}, "hide_parameters": True}
+    return {"pool_pre_ping": True, "hide_parameters": True}
 
 
 def _import_models() -> None:

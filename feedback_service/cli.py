@@ -65,16 +65,18 @@ def api_key():
 
 @api_key.command("create")
 @click.argument("name")
+@click.option("--source", help="The sending system, for de-duplicating its events (default: NAME). "
+                               "Give a rotated key its predecessor's source.")
 @with_appcontext
-def api_key_create(name):
-    """Create a key named NAME (also the events' source) and print it once."""
+def api_key_create(name, source):
+    """Create a key named NAME and print it once."""
     from sqlalchemy.exc import IntegrityError
 
     from .api.keys import create_api_key
     from .extensions import db
 
     try:
-        _, key = create_api_key(name)
+        _, key = create_api_key(name, source)
     except IntegrityError:
         db.session.rollback()
         raise click.ClickException(f"an API key named {name!r} exists already")
@@ -165,9 +167,12 @@ def run_command(host, port, with_worker):
 @with_appcontext
 def demo(patients):
     """Seed the demo journey with realistic simulated events and answers."""
-    from .demo import seed_demo
+    from .demo import DemoRefused, seed_demo
 
-    summary = seed_demo(patients=patients)
+    try:
+        summary = seed_demo(patients=patients)
+    except DemoRefused as exc:
+        raise click.ClickException(str(exc))
     click.echo(json.dumps(summary))
 
 

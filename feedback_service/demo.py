@@ -2,7 +2,8 @@
 
 Everything goes through the real services (intake, scheduling, dispatch, responses, rollups),
 with the clock set to each simulated moment. The simulated patients' messages are kept in
-memory rather than written to the console outbox: nobody is there to read them.
+memory rather than written to the console outbox: nobody is there to read them. It refuses to
+run on a database that holds any other events.
 """
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from flask import current_app
 from sqlalchemy import select
 
 from .channels.base import Delivery
+from .events.models import Event
 from .events.schemas import EventIn
 from .events.services import record_events
 from .extensions import db
 from .journeys.models import Journey
 from .journeys.questions import SCALES
-from .responses.services import AlreadyAnswered, open_invitation, record_response
+from .responses.services import AlreadyAnswered, find_invitation, record_response
 from .scheduling.dispatch import dispatch_due
 from .scheduling.rules import SendPolicy
 from .sqltypes import utcnow
@@ -51,6 +53,10 @@ COMMENTS = {
 }
 FIRST_NAMES = ["Ana", "James", "María", "Wei", "Fatima", "John", "Lucía", "Samuel", "Grace", "José", "Priya", "Tom"]
 AREA_CODES = ["202", "312", "415", "617", "713", "305"]
+
+
+class DemoRefused(RuntimeError):
+    pass
 
 
 class _KeptChannel:
@@ -107,16 +113,17 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
     """Record the simulated events in time order, send, and answer about 45% of the invitations."""
     journey = db.session.scalar(select(Journey).where(Journey.slug == JOURNEY))
     if journey is None:
-        raise RuntimeError("the demo journey is missing: run `feedback-service init` first")
+        raise DemoRefused("the demo journey is missing: run `feedback-service init` first")
+    # The demo sends whatever falls due and answers it: only ever on a database of its own.
+    if db.session.scalar(select(Event.id).where(Event.source != SOURCE).limit(1)) is not None:
+        raise DemoRefused("this database holds real events: the demo only seeds a database of its own")
     rng = random.Random(seed)
     today = utcnow()
     events = sorted((e for i in range(patients) for e in _patient_events(i, rng, today)),
                     key=lambda e: e.occurred_at)
     policy = SendPolicy.from_config(current_app.config)
     channel = _KeptChannel()
-    channels = current_app.extensions["feedback_channels"]
-    saved = dict(channels)
-    channels.update(sms=channel, email=channel)
+    channels = {"sms": channel, "email": channel}
     answered = new = 0
     dispatch_log = logging.getLogger("feedback_service.scheduling.dispatch")
     level = dispatch_log.level
@@ -125,21 +132,19 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
         for event in events:
             now = event.occurred_at
             # Invitations fall due between simulated moments: send them as the clock passes.
-            dispatch_due(policy, "demo", now=now, batch_size=1000)
+            dispatch_due(policy, "demo", now=now, batch_size=1000, channels=channels)
             new += sum(not r.duplicate for r in record_events([event], SOURCE, policy, now=now))
-        dispatch_due(policy, "demo", now=today, batch_size=10000)
+        dispatch_due(policy, "demo", now=today, batch_size=10000, channels=channels)
         for token in channel.links.values():
             if rng.random() > 0.45:
                 continue
-            invitation = open_invitation(token, now=today - timedelta(days=3650))  # any moment before expiry
-            if invitation is None:
-                continue
+            invitation = find_invitation(token)
             stage = invitation.stage.slug
             quality = QUALITY.get(invitation.touchpoint.slug, 0.7)
             values = {q["key"]: _answer(q, quality, rng, invitation.locale, stage)
                       for q in invitation.question_set_version.questions}
             when = min(invitation.sent_at + timedelta(hours=rng.uniform(0.2, 48)), today)
-            if when >= invitation.expires_at:
+            if invitation.status != "sent" or when >= invitation.expires_at:
                 continue
             try:
                 record_response(invitation, values, now=when)
@@ -148,7 +153,5 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
                 pass
     finally:
         dispatch_log.setLevel(level)
-        channels.clear()
-        channels.update(saved)
     return {"journey": JOURNEY, "events_recorded": new, "invitations_sent": len(channel.links),
             "responses": answered}

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import phonenumbers
 import pytest
 import yaml
 
@@ -16,7 +18,7 @@ from feedback_service import create_app
 from feedback_service.config import PROJECT_ROOT
 from feedback_service.extensions import db
 from feedback_service.journeys.library import load_library
-from feedback_service.scratch import scratch_database
+from tests.scratch import scratch_database
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +83,14 @@ def uid(prefix: str = "x") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
+def new_phone() -> str:
+    """A valid US number of the test's own: text limits count per handset, across patients."""
+    while True:
+        number = f"+1{random.randint(201, 989)}{random.randint(200, 999)}{random.randint(0, 9999):04d}"
+        if phonenumbers.is_valid_number(phonenumbers.parse(number)):
+            return number
+
+
 def daytime_tz(now: datetime | None = None) -> str:
     """A fixed-offset zone where it is about noon right now, so quiet hours never get in the way."""
     now = now or datetime.now(timezone.utc)
@@ -101,7 +111,7 @@ def event_body(type_="booking", *, journey=None, touchpoint=None, occurred_at=No
         "external_id": uid("evt"),
         "type": type_,
         "occurred_at": (occurred_at or datetime.now(timezone.utc) - timedelta(days=3)).isoformat(),
-        "patient": {"id": uid("pat"), "first_name": "Ana", "phone": "+14155550123", "email": "ana@example.org",
+        "patient": {"id": uid("pat"), "first_name": "Ana", "phone": new_phone(), "email": "ana@example.org",
                     "locale": "en", "timezone": daytime_tz(), "consent_sms": True, "consent_email": True,
                     **patient},
     }

@@ -13,10 +13,11 @@ from .models import ApiKey
 KEY_PREFIX = "fbk_"
 
 
-def create_api_key(name: str) -> tuple[ApiKey, str]:
-    """Store a new key under `name`; returns (row, the key itself, which is never stored)."""
+def create_api_key(name: str, source: str | None = None) -> tuple[ApiKey, str]:
+    """Store a new key under `name` for a source system (default: the name); returns (row, the key
+    itself, which is never stored)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, key_hash=hash_secret(key), prefix=key[:8])
+    row = ApiKey(name=name, source=source or name, key_hash=hash_secret(key), prefix=key[:8])
     db.session.add(row)
     db.session.commit()
     return row, key

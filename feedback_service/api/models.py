@@ -11,7 +11,9 @@ class ApiKey(db.Model):
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(db.String(80), unique=True)  # also the event source
+    name: Mapped[str] = mapped_column(db.String(80), unique=True)
+    # Events are deduplicated per source, so a rotated key keeps its predecessor's source.
+    source: Mapped[str] = mapped_column(db.String(80))
     key_hash: Mapped[str] = mapped_column(db.String(64), unique=True)
     prefix: Mapped[str] = mapped_column(db.String(12))  # to recognise a key in lists
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)

@@ -78,8 +78,9 @@ OPENAPI = {
                         "type": "object", "properties": {"events": {"type": "array", "items": {
                             "$ref": "#/components/schemas/RecordedEvent"}}}}]}}}},
                 "200": {"description": "every event was a duplicate; nothing changed"},
-                "415": {"description": "not JSON", "content": {"application/json": {"schema": _error}}},
-                "422": {"description": "invalid; nothing stored", "content": {"application/json": {"schema": _error}}},
+                "413": {"description": "body over 8 MB", "content": {"application/json": {"schema": _error}}},
+                "422": {"description": "invalid or not JSON; nothing stored",
+                        "content": {"application/json": {"schema": _error}}},
                 **_auth,
             },
         }},

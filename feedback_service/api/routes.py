@@ -40,17 +40,17 @@ def _event_json(rec) -> dict:
 @require_api_key
 def post_events():
     try:
-        body = request.get_json(silent=True)
+        # Read as JSON whatever the Content-Type says: `curl -d` sends form encoding by default.
+        body = request.get_json(force=True, silent=True)
     except RecursionError:  # absurdly deep nesting: a client mistake like any other
         body = None
     if body is None:
-        return error(422 if request.is_json else 415, "the body must be JSON (Content-Type: application/json)",
-                     {"body": "not valid JSON"})
+        return error(422, "the body must be a JSON event or list of events", {"body": "not valid JSON"})
     items, is_list, errors = parse_events(body)
     if errors:
         return error(422, "invalid event", errors)
     try:
-        results = record_events(items, source=g.api_key.name, policy=SendPolicy.from_config(current_app.config),
+        results = record_events(items, source=g.api_key.source, policy=SendPolicy.from_config(current_app.config),
                                 default_journey=current_app.config["FEEDBACK_DEFAULT_JOURNEY"], indexed=is_list)
     except EventRejected as exc:
         return error(422, "invalid event", exc.errors)

@@ -5,6 +5,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
+MEDIA = ("sms", "email")  # what a trigger rule can choose between, in the rule's order
+
+
 @dataclass(frozen=True)
 class Message:
     invitation_id: int

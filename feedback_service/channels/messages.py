@@ -26,6 +26,7 @@ def invitation_message(invitation, survey_url: str) -> Message:
         "first_name": (patient.first_name or "").split(" ")[0],
         "organisation": current_app.config["FEEDBACK_ORGANISATION_NAME"],
         "survey_url": survey_url,
+        "stop_url": f"{survey_url}/stop",
         "ttl_days": invitation.link_ttl_days,
     }
     name, locale = "survey_invitation", invitation.locale

@@ -3,10 +3,8 @@ from __future__ import annotations
 
 from flask import current_app
 
-from .base import Channel
+from .base import MEDIA, Channel
 from .console import ConsoleChannel
-
-MEDIA = ("sms", "email")
 
 
 def build_channels(config) -> dict[str, Channel]:

@@ -1,24 +1,37 @@
 """The JSON event contract, validated with pydantic; errors come back keyed by field path."""
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
-from pydantic import (AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, StrictBool, TypeAdapter,
-                      ValidationError, field_validator)
+from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StrictBool,
+                      TypeAdapter, ValidationError, field_validator)
 
 MAX_BATCH = 1000
+MAX_CLOCK_SKEW = timedelta(hours=1)
+_ISO_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}")
+
+
+def _no_nul(value):
+    # PostgreSQL text cannot hold NUL: refuse it as a client mistake, not a server error.
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_no_nul)]
 Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
 
 
 class PatientIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    id: Annotated[str, Field(min_length=1, max_length=128)]
-    first_name: Annotated[str, Field(max_length=100)] | None = None
-    phone: str | None = None
+    id: Annotated[Text, Field(min_length=1, max_length=128)]
+    first_name: Annotated[Text, Field(max_length=100)] | None = None
+    phone: Text | None = None
     email: EmailStr | None = None
     locale: Annotated[str, Field(max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
     timezone: str | None = None
@@ -53,7 +66,7 @@ class PatientIn(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    external_id: Annotated[str, Field(min_length=1, max_length=128)]
+    external_id: Annotated[Text, Field(min_length=1, max_length=128)]
     type: Literal["booking", "discharge", "follow_up"]
     occurred_at: AwareDatetime
     journey: Slug | None = None
@@ -63,9 +76,19 @@ class EventIn(BaseModel):
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _iso_only(cls, value):
-        # pydantic would read a bare number as a Unix time; the contract is ISO 8601 with an offset.
-        if not isinstance(value, (str, datetime)):
-            raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-03-01T14:30:00+01:00")
+        # pydantic would read a number, or a string of digits, as a Unix time; the contract is ISO 8601.
+        if isinstance(value, str) and _ISO_DATE_TIME.match(value) or isinstance(value, datetime):
+            return value
+        raise ValueError("must be an ISO 8601 date-time with an offset, e.g. 2026-03-01T14:30:00+01:00")
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _plausible(cls, value: datetime):
+        # A journey moment is in the past (a little clock skew aside), and not from another century.
+        if value > datetime.now(timezone.utc) + MAX_CLOCK_SKEW:
+            raise ValueError("is in the future: events report moments that have happened")
+        if value.year < 2000:
+            raise ValueError("is before the year 2000")
         return value
 
 

@@ -16,6 +16,9 @@ from .models import Event
 from .schemas import EventIn
 
 
+INSERT_ATTEMPTS = 3
+
+
 class EventRejected(ValueError):
     """The event is well-formed but names things we do not know; `errors` by field path."""
 
@@ -33,8 +36,8 @@ class Recorded:
 
 
 def resolve_targets(items: list[EventIn], default_journey: str = "", indexed: bool = False) -> list[tuple]:
-    """(journey, touchpoint or None) for each item, or EventRejected naming every unknown slug
-    (paths start with the item's index when the body was a list)."""
+    """(journey, trigger rule or None, touchpoint or None) for each item, or EventRejected naming
+    every unknown slug (paths start with the item's index when the body was a list)."""
     errors: dict[str, str] = {}
     out = []
     journeys: dict[str | None, Journey | None] = {}
@@ -47,7 +50,7 @@ def resolve_targets(items: list[EventIn], default_journey: str = "", indexed: bo
         journey = journeys[slug]
         if journey is None:
             errors[prefix + "journey"] = f"no journey {slug!r}" if slug else "no default journey is set up"
-            out.append((None, None))
+            out.append((None, None, None))
             continue
         touchpoint = None
         rule = next((r for r in journey.rules if r.event_type == item.type), None)
@@ -60,7 +63,7 @@ def resolve_targets(items: list[EventIn], default_journey: str = "", indexed: bo
                 errors[prefix + "touchpoint"] = f"no touchpoint {item.touchpoint!r} in {where}"
         elif rule:
             touchpoint = rule.default_touchpoint
-        out.append((journey, touchpoint))
+        out.append((journey, rule, touchpoint))
     if errors:
         raise EventRejected(errors)
     return out
@@ -71,33 +74,33 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
     """Store new events (all or nothing) and schedule their invitations in the same transaction."""
     now = now or utcnow()
     targets = resolve_targets(items, default_journey, indexed)
-    try:
-        results = [_record_one(item, journey, tp, source, policy, now) for item, (journey, tp) in zip(items, targets)]
-        db.session.commit()
-    except IntegrityError:
-        # Another request stored one of these events between our check and our insert:
-        # start again, and this time it is a duplicate.
-        db.session.rollback()
-        results = [_record_one(item, journey, tp, source, policy, now) for item, (journey, tp) in zip(items, targets)]
-        db.session.commit()
-    return results
+    for attempt in range(1, INSERT_ATTEMPTS + 1):
+        try:
+            results = [_record_one(item, *target, source, policy, now) for item, target in zip(items, targets)]
+            db.session.commit()
+            return results
+        except IntegrityError:
+            # A concurrent request stored one of these events or patients between our check and
+            # our insert: start again, and this time we see its rows.
+            db.session.rollback()
+            if attempt == INSERT_ATTEMPTS:
+                raise
 
 
-def _record_one(item: EventIn, journey, touchpoint, source, policy, now) -> Recorded:
+def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now) -> Recorded:
     existing = db.session.scalar(select(Event).where(Event.source == source, Event.external_id == item.external_id))
     if existing is not None:
         invitations = list(existing.invitations)
         reason = invitations[0].skip_reason if invitations else existing.skip_reason
         return Recorded(existing, duplicate=True, reason=reason, invitations=invitations)
-    patient = upsert_patient(item.patient)
+    patient = upsert_patient(source, item.patient)
     event = Event(source=source, external_id=item.external_id, type=item.type, occurred_at=item.occurred_at,
                   journey=journey, touchpoint=touchpoint, patient=patient)
     db.session.add(event)
     db.session.flush()
-    rule = next((r for r in journey.rules if r.event_type == item.type), None)
-    invitation = schedule_invitation(event, rule, policy, now)
+    invitation, reason = schedule_invitation(event, rule, policy, now)
     if invitation is None:
-        event.skip_reason = "no-rule" if rule is None or not rule.active else "no-published-question-set"
-        return Recorded(event, duplicate=False, reason=event.skip_reason)
+        event.skip_reason = reason
+        return Recorded(event, duplicate=False, reason=reason)
     db.session.flush()
-    return Recorded(event, duplicate=False, reason=invitation.skip_reason, invitations=[invitation])
+    return Recorded(event, duplicate=False, reason=reason, invitations=[invitation])

@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from sqlalchemy import select
 
+from ..channels.base import MEDIA
 from ..extensions import db
 from ..sqltypes import utcnow
 from .models import (EVENT_TYPES, TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage,
@@ -19,7 +20,6 @@ from .models import (EVENT_TYPES, TOUCHPOINT_KINDS, Journey, QuestionSet, Questi
 from .questions import QuestionSetError, content_hash, validate_question_set
 
 SLUG_RE = re.compile(r"[a-z][a-z0-9-]{0,79}")
-CHANNELS = ("sms", "email")
 
 
 class LibraryError(ValueError):
@@ -120,8 +120,8 @@ def _check_journey(doc: dict, sets: list[dict]) -> list[str]:
         if not isinstance(rule.get("delay_minutes"), int) or rule["delay_minutes"] < 0:
             errs.append(f"{path}.delay_minutes: a whole number of minutes, 0 or more")
         channels = rule.get("channels")
-        if not (isinstance(channels, list) and channels and all(c in CHANNELS for c in channels)):
-            errs.append(f"{path}.channels: a preference list drawn from {', '.join(CHANNELS)}")
+        if not (isinstance(channels, list) and channels and all(c in MEDIA for c in channels)):
+            errs.append(f"{path}.channels: a preference list drawn from {', '.join(MEDIA)}")
         for opt in ("link_ttl_days", "fatigue_days"):
             if opt in rule and (not isinstance(rule[opt], int) or rule[opt] < 0):
                 errs.append(f"{path}.{opt}: a whole number of days")

@@ -5,8 +5,13 @@ import hashlib
 import json
 import re
 
+import wtforms
+
 MEASURES = ("satisfaction", "friction")
-KEY_RE = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
+KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
+# Question keys name the survey form's fields, so they must not shadow what a form already has.
+RESERVED_KEYS = frozenset(n for n in dir(wtforms.Form) if not n.startswith("_")) | {
+    "meta", "form_errors", "csrf_token", "submit", "hidden_tag", "is_submitted", "validate_on_submit", "recaptcha"}
 MIN_QUESTIONS, MAX_QUESTIONS = 2, 5
 MAX_TEXT_ANSWER = 2000
 
@@ -17,9 +22,10 @@ SCALES = {
     "nps": (0, 10, "high"),
 }
 QUESTION_TYPES = ("rating", "effort", "nps", "yes_no", "single_choice", "text")
-# An answer counts as top box when its normalised goodness reaches this: the best box of a
-# 1-5 or 1-7 scale, 9-10 on NPS (promoters), the better answer of yes/no.
-TOP_BOX_GOODNESS = 90.0
+# An answer is in the top box when its score on its measure's 0-100 scale reaches this: for
+# satisfaction the best point of a 1-5 or 1-7 scale, 9-10 on NPS, the better yes/no answer; for
+# friction the worst of those (100 = most friction).
+TOP_BOX_SCORE = 90.0
 
 
 class QuestionSetError(ValueError):
@@ -70,7 +76,7 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
         qkey, qtype = q.get("key"), q.get("type")
         if not isinstance(qkey, str) or not KEY_RE.fullmatch(qkey):
             errors[f"{path}.key"] = "must be a lower-case identifier (letters, digits, _)"
-        elif qkey in seen or qkey in {"csrf_token", "submit"}:
+        elif qkey in seen or qkey in RESERVED_KEYS:
             errors[f"{path}.key"] = f"{qkey!r} is used twice or reserved"
         else:
             seen.add(qkey)
@@ -188,5 +194,5 @@ def score_answer(question: dict, value: str) -> tuple[str | None, float | None, 
     if good is None:
         return None, None, None
     measure = question["measure"]
-    score = good if measure == "satisfaction" else 100.0 - good
-    return measure, round(score, 4), good >= TOP_BOX_GOODNESS
+    score = round(good if measure == "satisfaction" else 100.0 - good, 4)
+    return measure, score, score >= TOP_BOX_SCORE

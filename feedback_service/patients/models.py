@@ -10,9 +10,12 @@ from ..sqltypes import UTCDateTime, utcnow
 
 class Patient(db.Model):
     __tablename__ = "patients"
+    # Identifiers are the sending system's (an MRN): two hospitals may use the same one.
+    __table_args__ = (UniqueConstraint("source", "external_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    external_id: Mapped[str] = mapped_column(db.String(128), unique=True)
+    source: Mapped[str] = mapped_column(db.String(80))
+    external_id: Mapped[str] = mapped_column(db.String(128))
     first_name: Mapped[str | None] = mapped_column(db.String(100), nullable=True)
     phone: Mapped[str | None] = mapped_column(db.String(20), nullable=True)  # E.164
     email: Mapped[str | None] = mapped_column(db.String(254), nullable=True)

@@ -11,12 +11,13 @@ def normalise_address(medium: str, address: str) -> str:
     return address.strip().lower() if medium == "email" else address.strip()
 
 
-def upsert_patient(data) -> Patient:
+def upsert_patient(source: str, data) -> Patient:
     """Create or update the patient from an event's patient block (the latest event wins)."""
     # FOR UPDATE (PostgreSQL) serialises two events for one patient, so fatigue checks see each other.
-    patient = db.session.scalar(select(Patient).where(Patient.external_id == data.id).with_for_update())
+    patient = db.session.scalar(
+        select(Patient).where(Patient.source == source, Patient.external_id == data.id).with_for_update())
     if patient is None:
-        patient = Patient(external_id=data.id)
+        patient = Patient(source=source, external_id=data.id)
         db.session.add(patient)
     patient.first_name = data.first_name
     patient.phone = data.phone
@@ -29,6 +30,7 @@ def upsert_patient(data) -> Patient:
 
 
 def is_opted_out(medium: str, address: str | None) -> bool:
+    """Whether this address asked for no more surveys (whichever patient record it belongs to)."""
     if not address:
         return False
     address = normalise_address(medium, address)
@@ -37,9 +39,9 @@ def is_opted_out(medium: str, address: str | None) -> bool:
     ) is not None
 
 
-def opt_out(medium: str, address: str, source: str) -> bool:
-    """Record an opt-out; returns False if the address had already opted out."""
-    if is_opted_out(medium, address):
+def opt_out(medium: str, address: str | None, source: str) -> bool:
+    """Record an opt-out; returns False if there is no address or it had already opted out."""
+    if not address or is_opted_out(medium, address):
         return False
     db.session.add(OptOut(medium=medium, address=normalise_address(medium, address), source=source))
     return True

@@ -22,8 +22,9 @@ def build_survey_form(questions: list[dict], locale: str, **kwargs) -> SurveyFor
         label = q["text"].get(locale) or next(iter(q["text"].values()))
         presence = InputRequired(message=t["required"]) if q["required"] else Optional()
         if q["type"] == "text":
+            presence = InputRequired(message=t["required_text"]) if q["required"] else Optional()
             fields[q["key"]] = TextAreaField(
-                label, validators=[Optional(), Length(max=MAX_TEXT_ANSWER, message=t["too_long"].format(n=MAX_TEXT_ANSWER))])
+                label, validators=[presence, Length(max=MAX_TEXT_ANSWER, message=t["too_long"].format(n=MAX_TEXT_ANSWER))])
         else:
             fields[q["key"]] = RadioField(label, choices=[SelectChoice(v, text) for v, text in choices(q, locale)], validators=[presence],
                                           validate_choice=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from .forms import build_survey_form
-from .services import AlreadyAnswered, find_invitation, mark_opened, open_invitation, opt_out_invitation, record_response
+from .services import (AlreadyAnswered, AnswerError, find_invitation, mark_opened, open_invitation,
+                       opt_out_invitation, record_response, stoppable_invitation)
 from .texts import TEXTS, texts_for
 
 bp = Blueprint("survey", __name__, url_prefix="/s")
@@ -29,9 +30,13 @@ def survey(token: str):
         values = {q["key"]: form[q["key"]].data for q in version.questions}
         try:
             record_response(invitation, values)
+            return redirect(url_for("survey.thanks", token=token))
         except AlreadyAnswered:
             return _unavailable()
-        return redirect(url_for("survey.thanks", token=token))
+        except AnswerError as exc:
+            # The form's validators catch nearly everything; the service has the last word.
+            for key in exc.errors:
+                form[key].errors = [*form[key].errors, texts_for(locale)["invalid"]]
     mark_opened(invitation)
     t = texts_for(locale)
     return render_template("survey/form.html", form=form, questions=version.questions,
@@ -49,7 +54,7 @@ def thanks(token: str):
 
 @bp.route("/<token>/stop", methods=["GET", "POST"])
 def stop(token: str):
-    invitation = open_invitation(token)
+    invitation = stoppable_invitation(token)
     if invitation is None:
         return _unavailable()
     locale = invitation.locale

@@ -65,6 +65,9 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
         if q["type"] == "text" and len(raw) > MAX_TEXT_ANSWER:
             errors[q["key"]] = f"at most {MAX_TEXT_ANSWER} characters"
             continue
+        if "\x00" in raw:
+            errors[q["key"]] = "contains a NUL character"
+            continue
         try:
             measure, score, top = score_answer(q, raw)
         except ValueError as exc:
@@ -98,7 +101,16 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
     return response
 
 
+def stoppable_invitation(token: str) -> Invitation | None:
+    """The invitation behind any link we ever sent: stopping works even after answering or expiry."""
+    invitation = find_invitation(token)
+    if invitation is None or (invitation.sent_at is None and invitation.status != "unknown"):
+        return None
+    return invitation
+
+
 def opt_out_invitation(invitation: Invitation) -> None:
-    """The patient asked, from a survey link, for no more surveys on the channel that reached them."""
-    opt_out(invitation.channel, invitation.patient.address(invitation.channel), source="survey-page")
+    """The patient asked, from a survey link, for no more surveys at the address that reached them."""
+    address = invitation.sent_to or invitation.patient.address(invitation.channel)
+    opt_out(invitation.channel, address, source="survey-page")
     db.session.commit()

@@ -35,7 +35,10 @@ class DailyScores(db.Model):
     day = mapped_column(Date, nullable=False)
     measure: Mapped[str] = mapped_column(db.String(20))
     responses: Mapped[int] = mapped_column(default=0)  # responses with at least one answer on this measure
+    # Column for column the fields of rollups.scoring.Sums.
     n: Mapped[int] = mapped_column(default=0)  # scored answers
     total: Mapped[float] = mapped_column(default=0.0)
-    total_sq: Mapped[float] = mapped_column(default=0.0)
+    resp_total_sq: Mapped[float] = mapped_column(default=0.0)
+    resp_n_sq: Mapped[float] = mapped_column(default=0.0)
+    resp_cross: Mapped[float] = mapped_column(default=0.0)
     top_box: Mapped[int] = mapped_column(default=0)

@@ -2,7 +2,8 @@
 
 Every scored answer is normalised to 0-100. Satisfaction: 100 = best. Friction: 100 = most
 friction. A cell's score is the mean of its answers on that measure, with a 95% confidence
-interval (normal approximation, clamped to 0-100) and the share of answers in the best box.
+interval (normal approximation, clamped to 0-100) and the share of answers in the top box of
+the measure's scale (most satisfied; most friction).
 """
 from __future__ import annotations
 
@@ -14,34 +15,45 @@ Z95 = 1.959964
 
 @dataclass
 class Sums:
-    responses: int = 0
-    n: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
+    """Running sums for one measure of one cell. Answers of one response are not independent,
+    so the spread is kept per response (a ratio estimator's sums), not per answer."""
+
+    responses: int = 0  # responses with at least one answer on this measure
+    n: int = 0  # answers
+    total: float = 0.0  # sum of scores
+    resp_total_sq: float = 0.0  # sum over responses of (the response's score total) squared
+    resp_n_sq: float = 0.0  # sum over responses of (the response's answer count) squared
+    resp_cross: float = 0.0  # sum over responses of score total x answer count
     top_box: int = 0
 
+    @classmethod
+    def of_response(cls, scores: list[float], top_boxes: list[bool]) -> "Sums":
+        """The sums one response adds to its cell."""
+        y, m = sum(scores), len(scores)
+        return cls(1, m, y, y * y, m * m, y * m, sum(map(bool, top_boxes)))
+
     def add(self, other: "Sums") -> None:
-        self.responses += other.responses
-        self.n += other.n
-        self.total += other.total
-        self.total_sq += other.total_sq
-        self.top_box += other.top_box
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def measure_summary(s: Sums, min_n: int) -> dict:
     """The reported figures for one measure of one cell, or {"suppressed": true}.
 
     Suppression counts responses (patients), not answers, so that two questions on the same
-    measure cannot lift a cell of six patients over the threshold.
+    measure cannot lift a cell of six patients over the threshold. The interval is the
+    cluster-robust one for a mean of answers grouped in responses; with one answer per
+    response it is the usual mean +/- 1.96 s / sqrt(n).
     """
     if s.responses < min_n or s.n == 0:
         return {"suppressed": True}
     mean = s.total / s.n
-    if s.n > 1:
-        variance = max(s.total_sq - s.n * mean * mean, 0.0) / (s.n - 1)
-        half = Z95 * math.sqrt(variance / s.n)
-    else:
-        half = 0.0
+    half = 0.0
+    if s.responses > 1:
+        m_bar = s.n / s.responses
+        spread = s.resp_total_sq - 2 * mean * s.resp_cross + mean * mean * s.resp_n_sq
+        variance = max(spread, 0.0) / (s.responses * (s.responses - 1) * m_bar * m_bar)
+        half = Z95 * math.sqrt(variance)
     return {
         "suppressed": False,
         "score": round(mean, 1),

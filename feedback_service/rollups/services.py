@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import asdict, fields
 from datetime import date
 
 from sqlalchemy import func, select
@@ -38,18 +39,13 @@ def record_sent(invitation) -> None:
 def record_answers(invitation, answers) -> None:
     """Add one response's scored answers (objects with measure, score, top_box) to the rollups."""
     _increment(DailyCounts, _cell(invitation), {"sent": 0, "responses": 1})
-    per_measure: dict[str, Sums] = defaultdict(Sums)
+    per_measure: dict[str, list] = defaultdict(list)
     for a in answers:
-        if a.measure is None:
-            continue
-        s = per_measure[a.measure]
-        s.n += 1
-        s.total += a.score
-        s.total_sq += a.score * a.score
-        s.top_box += int(bool(a.top_box))
-    for measure, s in per_measure.items():
-        _increment(DailyScores, {**_cell(invitation), "measure": measure},
-                   {"responses": 1, "n": s.n, "total": s.total, "total_sq": s.total_sq, "top_box": s.top_box})
+        if a.measure is not None:
+            per_measure[a.measure].append(a)
+    for measure, scored in per_measure.items():
+        sums = Sums.of_response([a.score for a in scored], [a.top_box for a in scored])
+        _increment(DailyScores, {**_cell(invitation), "measure": measure}, asdict(sums))
 
 
 def journey_scores(journey: Journey, start: date | None, end: date | None, min_n: int) -> dict:
@@ -65,16 +61,16 @@ def journey_scores(journey: Journey, start: date | None, end: date | None, min_n
     counts = db.session.execute(period(
         select(DailyCounts.touchpoint_id, func.sum(DailyCounts.sent), func.sum(DailyCounts.responses))
         .group_by(DailyCounts.touchpoint_id), DailyCounts)).all()
+    sum_names = [f.name for f in fields(Sums)]
     scores = db.session.execute(period(
-        select(DailyScores.touchpoint_id, DailyScores.measure, func.sum(DailyScores.responses),
-               func.sum(DailyScores.n), func.sum(DailyScores.total), func.sum(DailyScores.total_sq),
-               func.sum(DailyScores.top_box))
+        select(DailyScores.touchpoint_id, DailyScores.measure,
+               *(func.sum(getattr(DailyScores, name)) for name in sum_names))
         .group_by(DailyScores.touchpoint_id, DailyScores.measure), DailyScores)).all()
 
     tp_counts = {tp: (int(sent), int(resp)) for tp, sent, resp in counts}
     tp_measures: dict[int, dict[str, Sums]] = defaultdict(dict)
-    for tp, measure, responses, n, total, total_sq, top in scores:
-        tp_measures[tp][measure] = Sums(int(responses), int(n), float(total), float(total_sq), int(top))
+    for tp, measure, *values in scores:
+        tp_measures[tp][measure] = Sums(*values)
 
     stages = []
     for stage in journey.stages:

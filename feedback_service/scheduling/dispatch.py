@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
 
-from ..channels.base import SendError
+from ..channels.base import Channel, SendError
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
 from ..extensions import db
@@ -24,8 +25,8 @@ from ..rollups.services import record_sent
 from ..security import hash_secret, new_token
 from ..sqltypes import utcnow
 from .models import Invitation
-from .rules import SendPolicy, next_send_time
-from .services import channel_block
+from .rules import SendPolicy, next_send_time, next_sms_slot
+from .services import channel_block, texts_to
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +73,32 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
 
 
 def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100,
-                 max_attempts: int = 5) -> DispatchReport:
-    """Send one batch of due invitations."""
+                 max_attempts: int = 5, channels: Mapping[str, Channel] | None = None) -> DispatchReport:
+    """Send one batch of due invitations, through the app's channels unless others are given."""
     now = now or utcnow()
     report = DispatchReport()
     claimed = claim_due(now, worker, batch_size)
     report.claimed = len(claimed)
     for inv_id, token in claimed.items():
         invitation = db.session.get(Invitation, inv_id)
-        report.add(_send_one(invitation, token, policy, now, max_attempts))
+        channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
+        report.add(_send_one(invitation, token, channel, policy, now, max_attempts))
         db.session.commit()
     if claimed:
         log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
     return report
 
 
-def _send_one(invitation: Invitation, token: str, policy: SendPolicy, now, max_attempts: int) -> str:
+def _defer(invitation: Invitation, until) -> str:
+    invitation.status, invitation.send_at, invitation.token_hash = "scheduled", until, None
+    invitation.attempts, invitation.expires_at = invitation.attempts - 1, None
+    return "deferred"
+
+
+def _send_one(invitation: Invitation, token: str, channel: Channel, policy: SendPolicy, now,
+              max_attempts: int) -> str:
     patient = invitation.patient
-    if invitation.send_at < now - policy.max_send_delay:
+    if policy.too_late(invitation.send_at, now):
         invitation.status, invitation.token_hash, invitation.expires_at = "expired", None, None
         return "expired"
     blocked = channel_block(patient, invitation.channel)
@@ -97,19 +106,22 @@ def _send_one(invitation: Invitation, token: str, policy: SendPolicy, now, max_a
         invitation.status, invitation.skip_reason, invitation.token_hash = "skipped", blocked, None
         invitation.expires_at = None
         return "skipped"
+    earliest = now
+    if invitation.channel == "sms":
+        # Overdue texts (late events, a stopped worker, retries) can bunch up: the limits are
+        # checked again against the texts that really went out to this number.
+        sent = texts_to(patient.phone, now, now, out_only=True, exclude_id=invitation.id)
+        earliest = next_sms_slot(now, sent, policy.sms_per_day, policy.sms_per_week)
     # A due row found at night (worker was down, or a retry) waits for the morning.
     tz = patient.timezone or policy.default_timezone
-    morning = next_send_time(now, tz, policy.window_start, policy.window_end)
-    if morning > now:
-        invitation.status, invitation.send_at, invitation.token_hash = "scheduled", morning, None
-        invitation.attempts, invitation.expires_at = invitation.attempts - 1, None
-        return "deferred"
+    slot = next_send_time(earliest, tz, policy.window_start, policy.window_end)
+    if slot > now:
+        return _defer(invitation, slot)
 
     try:
         message = invitation_message(invitation, survey_url(token))
-        channel = channel_for(invitation.channel)
     except Exception:
-        # Nothing left us: a broken template or channel setting is a failure, not a doubt.
+        # Nothing left us: a broken template is a failure, not a doubt.
         invitation.status, invitation.token_hash = "failed", None
         invitation.last_error = "could not compose the message"
         log.exception("invitation %s: could not compose the message", invitation.id)
@@ -132,9 +144,14 @@ def _send_one(invitation: Invitation, token: str, policy: SendPolicy, now, max_a
         invitation.status, invitation.last_error = "unknown", "channel raised an unexpected error"
         log.exception("invitation %s: outcome unknown", invitation.id)
         return "unknown"
-    invitation.status, invitation.sent_at = "sent", now
-    invitation.provider_message_id = delivery.provider_message_id
-    record_sent(invitation)
+    # Conditional: if the lease ran out meanwhile and the row was marked "unknown", we now know
+    # better; if the patient already answered, that stands.
+    marked = db.session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.status.in_(("sending", "unknown")))
+        .values(status="sent", sent_at=now, sent_to=message.to, provider_message_id=delivery.provider_message_id)
+    ).rowcount
+    if marked:
+        record_sent(invitation)
     return "sent"
 
 
@@ -165,7 +182,7 @@ def expire_unanswered(policy: SendPolicy, now=None) -> int:
         update(Invitation).where(Invitation.status == "sent", Invitation.expires_at < now).values(status="expired")
     ).rowcount
     late = db.session.execute(
-        update(Invitation)
+        update(Invitation)  # policy.too_late(), in SQL
         .where(Invitation.status == "scheduled", Invitation.send_at < now - policy.max_send_delay)
         .values(status="expired")
     ).rowcount

@@ -41,6 +41,8 @@ class Invitation(db.Model):
     # sha256 of the survey-link token; the token itself exists only in the sent message.
     token_hash: Mapped[str | None] = mapped_column(db.String(64), unique=True, nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(db.String(100), nullable=True)
+    # The address the message went to: the one a "stop" from this link opts out.
+    sent_to: Mapped[str | None] = mapped_column(db.String(254), nullable=True)
     sent_at = mapped_column(UTCDateTime, nullable=True)
     expires_at = mapped_column(UTCDateTime, nullable=True)
     opened_at = mapped_column(UTCDateTime, nullable=True)

@@ -22,6 +22,10 @@ class SendPolicy:
     link_ttl_days: int
     max_send_delay: timedelta
 
+    def too_late(self, send_at: datetime, now: datetime) -> bool:
+        """A survey this long after its moment would not be answered well: it is not sent."""
+        return send_at < now - self.max_send_delay
+
     @classmethod
     def from_config(cls, config) -> "SendPolicy":
         return cls(
@@ -46,6 +50,16 @@ def next_send_time(when: datetime, tz_name: str, start: time, end: time) -> date
     # Built from wall-clock parts so a DST change between now and then is honoured.
     morning = datetime.combine(day, start, tzinfo=tz)
     return morning.astimezone(timezone.utc)
+
+
+def next_sms_slot(earliest: datetime, texts: list[datetime], per_day: int, per_week: int) -> datetime:
+    """The first moment at or after `earliest` when one more text keeps within the limits."""
+    # The answer is `earliest` or the moment some earlier text leaves a day or week window.
+    candidates = {earliest} | {t + span for t in texts for span in (DAY, WEEK) if t + span > earliest}
+    for moment in sorted(candidates):
+        if within_sms_limits(moment, texts, per_day, per_week) is None:
+            return moment
+    raise ValueError("the text limits allow no text at all")
 
 
 def within_sms_limits(send_at: datetime, others: list[datetime], per_day: int, per_week: int) -> str | None:

@@ -7,35 +7,37 @@ from sqlalchemy import or_, select
 
 from ..extensions import db
 from ..journeys.models import TriggerRule
+from ..patients.models import Patient
 from ..patients.services import is_opted_out
 from .models import Invitation
-from .rules import SendPolicy, next_send_time, within_sms_limits
+from .rules import WEEK, SendPolicy, next_send_time, within_sms_limits
 
 # Invitations that mean the patient was, or is about to be, asked (sent ones count even
 # after their link expired).
 PENDING = ("scheduled", "sending", "unknown")
 
 
-def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now) -> Invitation | None:
-    """Apply the rule to a stored event; returns the invitation row (possibly skipped) or None
-    when the journey has no active rule for this event type."""
+def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now) -> tuple[Invitation | None, str | None]:
+    """Apply the rule to a stored event: (the invitation row, possibly skipped, and why it will not
+    be sent), or (None, reason) when there is nothing to schedule from."""
     if rule is None or not rule.active:
-        return None
+        return None, "no-rule"
     version = rule.question_set.current
     if version is None:
-        return None
+        return None, "no-published-question-set"
     patient = event.patient
     tz = patient.timezone or policy.default_timezone
     due = event.occurred_at + timedelta(minutes=rule.delay_minutes)
     send_at = next_send_time(due, tz, policy.window_start, policy.window_end)
     fatigue = timedelta(days=rule.fatigue_days if rule.fatigue_days is not None else policy.fatigue_days)
     channel, reason = None, None
-    if send_at < now - policy.max_send_delay:
+    if policy.too_late(send_at, now):
         reason = "too-late"  # a survey about a moment this old would not be answered well
     elif _asked_within(patient.id, send_at, fatigue, journey_id=event.journey_id):
         reason = "fatigue-journey"
     else:
-        channel, reason = _pick_channel(patient, rule.channels, send_at, policy)
+        # An overdue invitation goes out now, so that is when the text limits must hold.
+        channel, reason = _pick_channel(patient, rule.channels, max(send_at, now), now, policy)
 
     invitation = Invitation(
         event=event, patient=patient, journey=event.journey, stage=rule.stage,
@@ -46,17 +48,17 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
         link_ttl_days=rule.link_ttl_days if rule.link_ttl_days is not None else policy.link_ttl_days,
     )
     db.session.add(invitation)
-    return invitation
+    return invitation, reason
 
 
-def _pick_channel(patient, channels: list[str], send_at, policy: SendPolicy) -> tuple[str | None, str | None]:
+def _pick_channel(patient, channels: list[str], send_at, now, policy: SendPolicy) -> tuple[str | None, str | None]:
     """First channel in preference order that may carry this invitation, else a skip reason."""
     reasons = []
     for medium in channels:
         reason = channel_block(patient, medium)
         if reason is None and medium == "sms":
-            others = _asked_within(patient.id, send_at, timedelta(days=7), medium="sms")
-            reason = within_sms_limits(send_at, others, policy.sms_per_day, policy.sms_per_week)
+            reason = within_sms_limits(send_at, texts_to(patient.phone, send_at, now), policy.sms_per_day,
+                                       policy.sms_per_week)
         if reason is None:
             return medium, None
         reasons.append(reason)
@@ -77,16 +79,31 @@ def channel_block(patient, medium: str) -> str | None:
     return None
 
 
-def _asked_within(patient_id, send_at, span, journey_id=None, medium=None):
-    """Send times of this patient's live invitations within +/- span of send_at."""
-    q = select(Invitation.send_at).where(
+def _asked_within(patient_id, send_at, span, journey_id):
+    """Send times of this patient's live invitations in this journey within +/- span of send_at."""
+    return list(db.session.scalars(select(Invitation.send_at).where(
         Invitation.patient_id == patient_id,
+        Invitation.journey_id == journey_id,
         or_(Invitation.status.in_(PENDING), Invitation.sent_at.is_not(None)),
         Invitation.send_at > send_at - span,
         Invitation.send_at < send_at + span,
+    )))
+
+
+def texts_to(phone: str, around, now, out_only: bool = False, exclude_id: int | None = None) -> list:
+    """When texts to this number went out, or will (within a week either side of `around`),
+    whichever patient record they belong to: the limits protect the handset. An overdue
+    scheduled text counts as going out now. `out_only` keeps the texts that went out (or may
+    have: "unknown"); rows merely claimed alongside this one do not count, else a batch holding
+    two texts to one number would defer both."""
+    live = ("unknown",) if out_only else PENDING
+    q = select(Invitation.sent_at, Invitation.claimed_at, Invitation.send_at).join(
+        Patient, Invitation.patient_id == Patient.id).where(
+        Patient.phone == phone,
+        Invitation.channel == "sms",
+        or_(Invitation.status.in_(live), Invitation.sent_at > around - WEEK),
     )
-    if journey_id is not None:
-        q = q.where(Invitation.journey_id == journey_id)
-    if medium is not None:
-        q = q.where(Invitation.channel == medium)
-    return list(db.session.scalars(q))
+    if exclude_id is not None:
+        q = q.where(Invitation.id != exclude_id)
+    times = (sent_at or claimed_at or max(send_at, now) for sent_at, claimed_at, send_at in db.session.execute(q))
+    return [t for t in times if around - WEEK < t < around + WEEK]

@@ -15,7 +15,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import event_body, outbox_lines, uid
+from feedback_service import create_app
+from feedback_service.extensions import db
+from tests.conftest import event_body, outbox_lines
+from tests.scratch import scratch_database
 
 CLI = str(Path(sys.executable).parent / "feedback-service")
 
@@ -108,17 +111,30 @@ def test_post_an_event_see_the_message_answer_and_see_the_score_move(server, api
         assert secret not in logs
 
 
-def test_demo_seeds_reportable_scores_and_is_idempotent(app, client, api_key):
-    runner = app.test_cli_runner()
-    first = runner.invoke(args=["demo", "--patients", "150"])
-    assert first.exit_code == 0, first.output
-    summary = json.loads(first.stdout.strip().splitlines()[-1])
-    assert summary["events_recorded"] > 300 and summary["responses"] > 100
-    stages = client.get("/api/v1/journeys/orthopedic-surgery/scores",
-                        headers={"Authorization": f"Bearer {api_key}"}).get_json()["stages"]
-    shown = [s for s in stages if not s["suppressed"]]
-    assert {s["slug"] for s in shown} == {"booking", "discharge", "follow-up"}
-    for stage in shown:
-        assert 0 <= stage["satisfaction"]["score"] <= 100 and 0 <= stage["friction"]["score"] <= 100
-    again = json.loads(runner.invoke(args=["demo", "--patients", "150"]).stdout.strip().splitlines()[-1])
-    assert again["events_recorded"] == 0
+def test_demo_seeds_reportable_scores_and_is_idempotent(settings, tmp_path):
+    with scratch_database(os.environ.get("FEEDBACK_TEST_DATABASE_URL"), tmp_path, prefix="feedback_demo") as url:
+        app = create_app({"TESTING": True, **settings, "FEEDBACK_DATABASE_URL": url})
+        runner = app.test_cli_runner()
+        assert runner.invoke(args=["init"]).exit_code == 0
+        first = runner.invoke(args=["demo", "--patients", "150"])
+        assert first.exit_code == 0, first.output
+        summary = json.loads(first.stdout.strip().splitlines()[-1])
+        assert summary["events_recorded"] > 300 and summary["responses"] > 100
+        key = runner.invoke(args=["api-key", "create", "demo-reader"]).stdout.splitlines()[0]
+        stages = app.test_client().get("/api/v1/journeys/orthopedic-surgery/scores",
+                                       headers={"Authorization": f"Bearer {key}"}).get_json()["stages"]
+        shown = [s for s in stages if not s["suppressed"]]
+        assert {s["slug"] for s in shown} == {"booking", "discharge", "follow-up"}
+        for stage in shown:
+            assert 0 <= stage["satisfaction"]["score"] <= 100 and 0 <= stage["friction"]["score"] <= 100
+        again = json.loads(runner.invoke(args=["demo", "--patients", "150"]).stdout.strip().splitlines()[-1])
+        assert again["events_recorded"] == 0
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+
+
+def test_demo_refuses_a_database_with_real_events(app, client, auth):
+    assert client.post("/api/v1/events", json=event_body(), headers=auth).status_code == 202
+    refused = app.test_cli_runner().invoke(args=["demo", "--patients", "5"])
+    assert refused.exit_code != 0 and "holds real events" in refused.output

@@ -142,13 +142,10 @@ class _DroppedAfterAccepting:
 def test_an_invitation_in_doubt_is_not_resent_but_its_link_still_works(app, client, auth, outbox, run_jobs,
                                                                        new_journey):
     [inv_id] = post_batch(client, auth, [event_body(journey=new_journey())])
-    channels = app.extensions["feedback_channels"]
-    saved = dict(channels)
-    channels["sms"] = _DroppedAfterAccepting(outbox)
-    try:
-        assert run_jobs()["dispatch"] == {"unknown": 1}
-    finally:
-        channels.update(saved)
+    with app.app_context():
+        report = dispatch_due(SendPolicy.from_config(app.config), "test",
+                              channels={"sms": _DroppedAfterAccepting(outbox)})
+        assert report.outcomes == {"unknown": 1}
     assert statuses(app, [inv_id])[inv_id] == "unknown"
     run_jobs()
     assert [m["invitation_id"] for m in outbox_lines(outbox)].count(inv_id) == 1  # never resent

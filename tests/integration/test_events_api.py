@@ -281,7 +281,7 @@ def test_a_duplicate_answers_200_with_the_original_and_changes_nothing(app, clie
     with app.app_context():
         assert len(stored(app, body["external_id"])) == 1
         patient = db.session.scalar(select(Patient).where(Patient.external_id == body["patient"]["id"]))
-        assert (patient.first_name, patient.phone, patient.email) == ("Ana", "+14155550123", "ana@example.org")
+        assert (patient.first_name, patient.phone, patient.email) == ("Ana", body["patient"]["phone"], "ana@example.org")
         assert (patient.locale, patient.timezone) == ("en", body["patient"]["timezone"])
         assert (patient.consent_sms, patient.consent_email) == (True, True)
         assert db.session.scalar(select(func.count()).select_from(Invitation)
@@ -436,17 +436,24 @@ def test_an_unknown_journey_in_a_list_of_one_is_named_by_index(client, auth, new
 # ---------------------------------------------------------------------------------------------- bodies and errors
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/xml"])
-def test_a_body_that_is_not_json_answers_415(app, client, auth, content_type):
+def test_a_json_body_is_read_whatever_its_content_type(app, client, auth, content_type):
+    # `curl -d` sends application/x-www-form-urlencoded unless told otherwise.
     body = event_body()
     r = client.post(EVENTS, data=json.dumps(body), headers={**auth, "Content-Type": content_type})
-    assert r.status_code == 415
-    assert r.is_json and isinstance(r.get_json()["error"], str)
-    assert stored(app, body["external_id"]) == []
+    assert r.status_code == 202, r.get_json()
+    assert len(stored(app, body["external_id"])) == 1
 
 
-def test_a_post_without_a_body_answers_415(client, auth):
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_a_body_that_is_not_json_answers_422_naming_body(app, client, auth, content_type):
+    headers = {**auth, **({"Content-Type": content_type} if content_type else {})}
+    r = client.post(EVENTS, data="external_id=a&type=booking", headers=headers)
+    assert r.status_code == 422 and r.is_json and "body" in r.get_json()["errors"]
+
+
+def test_a_post_without_a_body_answers_422(client, auth):
     r = client.post(EVENTS, headers=auth)
-    assert r.status_code == 415 and r.is_json and "error" in r.get_json()
+    assert r.status_code == 422 and r.is_json and "body" in r.get_json()["errors"]
 
 
 @pytest.mark.parametrize("raw", ['{"external_id": ', "{'single': 'quotes'}", "not json", "", "\xff\xfe",

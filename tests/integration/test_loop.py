@@ -33,7 +33,7 @@ def test_booking_event_becomes_a_message_an_answer_and_a_score(app, client, auth
 
     assert run_jobs()["dispatch"] == {"sent": 1}
     message = message_for(outbox, inv["id"])
-    assert message["channel"] == "sms" and message["to"] == "+14155550123"
+    assert message["channel"] == "sms" and message["to"] == body["patient"]["phone"]
     assert message["survey_url"].startswith("http://survey.test/s/")
     assert message["survey_url"] in message["body"]
     assert message["body"].startswith("Hola Ana,")  # first name only, in the patient's language
@@ -58,7 +58,7 @@ def test_booking_event_becomes_a_message_an_answer_and_a_score(app, client, auth
         assert response.question_set_version_id == invitation.question_set_version_id
         assert {a.question_key: a.value for a in response.answers} == GOOD_BOOKING
         scored = {a.question_key: (a.measure, a.score, a.top_box) for a in response.answers}
-        assert scored["booking_ease"] == ("friction", 0.0, True)
+        assert scored["booking_ease"] == ("friction", 0.0, False)  # top box of friction = most friction
         assert scored["booking_satisfaction"] == ("satisfaction", 100.0, True)
         assert scored["comment"] == (None, None, None)
 

@@ -12,7 +12,9 @@ from feedback_service.extensions import db
 from feedback_service.patients.models import Patient
 from feedback_service.responses.models import Response
 from feedback_service.scheduling.models import Invitation
-from tests.conftest import csrf_of, event_body, message_for, night_tz, outbox_lines, token_of
+from feedback_service.scheduling.dispatch import dispatch_due
+from feedback_service.scheduling.rules import SendPolicy
+from tests.conftest import csrf_of, event_body, message_for, new_phone, night_tz, outbox_lines, token_of
 
 NOW = lambda: datetime.now(timezone.utc)  # noqa: E731
 
@@ -77,11 +79,11 @@ def test_opted_out_number_gets_nothing_more(client, auth, outbox, run_jobs, new_
 
 
 def test_opt_out_is_checked_again_at_send_time(app, client, auth, outbox, run_jobs, new_journey):
-    phone = "+16175550177"  # a phone shared by two patients of one family
-    first = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False)))
+    email = "family@example.org"  # an inbox shared by two patients of one family
+    first = invitation_of(post(client, auth, event_body(journey=new_journey(), email=email, consent_sms=False)))
     run_jobs()
-    waiting = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False)))
-    assert waiting["status"] == "scheduled"
+    waiting = invitation_of(post(client, auth, event_body(journey=new_journey(), email=email, consent_sms=False)))
+    assert waiting["status"] == "scheduled" and waiting["channel"] == "email"
     _opt_out_via_page(client, token_of(message_for(outbox, first["id"])))
 
     run_jobs()
@@ -153,16 +155,51 @@ def test_at_most_one_text_a_day_across_journeys(client, auth, new_journey):
     assert invitation_of(post(client, auth, c))["reason"] == "sms-daily-limit"
 
 
-def test_at_most_three_texts_a_week_across_journeys(client, auth, new_journey):
-    start = NOW() - timedelta(days=6, hours=12)
-    pid = None
-    for day in (0, 2, 4):
-        body = event_body(journey=new_journey(), occurred_at=start + timedelta(days=day), consent_email=False,
-                          **({"id": pid} if pid else {}))
+def test_at_most_three_texts_a_week_across_journeys(app, client, auth, new_journey):
+    phone, pid = new_phone(), None
+    for days_ago in (6, 4, 2):
+        body = event_body(journey=new_journey(), occurred_at=NOW() - timedelta(days=days_ago), phone=phone,
+                          consent_email=False, **({"id": pid} if pid else {}))
         pid = body["patient"]["id"]
-        assert invitation_of(post(client, auth, body))["channel"] == "sms"
-    fourth = event_body(journey=new_journey(), occurred_at=start + timedelta(days=6), id=pid, consent_email=False)
+        inv = invitation_of(post(client, auth, body))
+        assert inv["channel"] == "sms"
+        # Send it back then: the dispatcher with its clock at the invitation's due time.
+        with app.app_context():
+            report = dispatch_due(SendPolicy.from_config(app.config), "test",
+                                  now=datetime.fromisoformat(inv["send_at"]) + timedelta(minutes=1))
+            assert report.outcomes.get("sent", 0) >= 1
+            assert db.session.get(Invitation, inv["id"]).status == "sent"
+    fourth = event_body(journey=new_journey(), occurred_at=NOW() - timedelta(hours=1), id=pid, phone=phone,
+                        consent_email=False)
     assert invitation_of(post(client, auth, fourth))["reason"] == "sms-weekly-limit"
+
+
+def test_overdue_texts_to_one_number_do_not_go_out_together(app, client, auth, outbox, run_jobs, new_journey):
+    phone = new_phone()
+    # Two hospitals' systems, two patient records, one handset; both moments long enough ago to be due.
+    a = invitation_of(post(client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False,
+                                                    occurred_at=NOW() - timedelta(days=3))))
+    b = event_body(journey=new_journey(), phone=phone, consent_email=False, occurred_at=NOW() - timedelta(days=2))
+    assert invitation_of(post(client, auth, b))["reason"] == "sms-daily-limit"
+    run_jobs()
+    assert message_for(outbox, a["id"])["to"] == phone
+
+
+def test_texts_that_fall_due_together_are_spaced_at_send_time(app, client, auth, new_journey):
+    phone = new_phone()
+    a = invitation_of(post(client, auth, event_body("booking", journey=new_journey(), phone=phone,
+                                                    consent_email=False, occurred_at=NOW() - timedelta(minutes=30))))
+    b = invitation_of(post(client, auth, event_body("discharge", journey=new_journey(), phone=phone,
+                                                    consent_email=False, occurred_at=NOW() - timedelta(hours=1))))
+    assert a["status"] == b["status"] == "scheduled"  # 47 hours apart when scheduled
+    # The worker was down for two days: both are due when it comes back.
+    later = NOW() + timedelta(hours=48)
+    with app.app_context():
+        dispatch_due(SendPolicy.from_config(app.config), "test", now=later)
+        first, second = db.session.get(Invitation, a["id"]), db.session.get(Invitation, b["id"])
+        assert first.status == "sent" and first.sent_at == later
+        assert second.status == "scheduled" and second.send_at == later + timedelta(days=1)
+        assert second.attempts == 0 and second.token_hash is None
 
 
 def test_a_moment_too_long_ago_is_not_surveyed(client, auth, new_journey):
@@ -233,3 +270,34 @@ def test_patient_details_follow_the_latest_event(app, client, auth, new_journey)
     with app.app_context():
         patient = db.session.scalar(select(Patient).where(Patient.external_id == body["patient"]["id"]))
         assert (patient.phone, patient.consent_sms) == ("+14155550199", False)
+
+
+def test_stop_still_works_after_answering_and_opts_out_the_address_messaged(app, client, auth, outbox, run_jobs,
+                                                                         new_journey):
+    body = event_body(journey=new_journey(), consent_sms=False)
+    inv = invitation_of(post(client, auth, body))
+    run_jobs()
+    message = message_for(outbox, inv["id"])
+    assert message["survey_url"] + "/stop" in message["body"]  # every email says how to stop
+    token = token_of(message)
+    page = client.get(f"/s/{token}")
+    client.post(f"/s/{token}", data={"csrf_token": csrf_of(page.text), "booking_ease": "5",
+                                     "booking_satisfaction": "5"})
+    # The patient's record has since lost its email address; the link still stops the inbox it reached.
+    post(client, auth, event_body(journey=new_journey(), id=body["patient"]["id"], email=None, consent_sms=False))
+    _opt_out_via_page(client, token)
+    again = invitation_of(post(client, auth, event_body(journey=new_journey(), email=message["to"],
+                                                        consent_sms=False)))
+    assert again["reason"] == "opted-out"
+
+
+def test_an_answer_the_service_refuses_is_shown_again_not_a_500(app, client, auth, outbox, run_jobs, new_journey):
+    inv = invitation_of(post(client, auth, event_body(journey=new_journey())))
+    run_jobs()
+    token = token_of(message_for(outbox, inv["id"]))
+    page = client.get(f"/s/{token}")
+    r = client.post(f"/s/{token}", data={"csrf_token": csrf_of(page.text), "booking_ease": "5",
+                                         "booking_satisfaction": "5", "comment": "fine\x00"})
+    assert r.status_code == 422 and "Please check this answer." in r.text
+    with app.app_context():
+        assert db.session.get(Invitation, inv["id"]).status == "sent"

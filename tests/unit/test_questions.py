@@ -8,6 +8,7 @@ import json
 import pytest
 
 from feedback_service.journeys.questions import (
+    TOP_BOX_SCORE,
     QuestionSetError,
     choices,
     content_hash,
@@ -354,32 +355,95 @@ def test_out_of_range_or_unknown_values_raise_value_error(question, value):
         score_answer(question, value)
 
 
+RATING_FRICTION = {"type": "rating", "measure": "friction", "better": "high"}
+NPS_FRICTION = {"type": "nps", "measure": "friction", "better": "high"}
+CHOICE_FRICTION = {**CHOICE, "measure": "friction",
+                   "options": CHOICE["options"] + [{"value": "meh", "label": t("Meh"), "score": 10},
+                                                   {"value": "okish", "label": t("Ok-ish"), "score": 11}]}
+
+
+def test_top_box_threshold_is_90_on_the_measure_scale():
+    assert TOP_BOX_SCORE == 90.0
+
+
 @pytest.mark.parametrize(("question", "value", "top"), [
-    (RATING, "5", True), (RATING, "4", False),
-    (EFFORT_HIGH, "7", True), (EFFORT_HIGH, "6", False),
-    (EFFORT_LOW, "1", True), (EFFORT_LOW, "2", False),
+    # satisfaction: the top of the scale is the best end
+    (RATING, "5", True), (RATING, "4", False), (RATING, "1", False),
+    ({**RATING, "better": "low"}, "1", True), ({**RATING, "better": "low"}, "5", False),
     (NPS, "10", True), (NPS, "9", True), (NPS, "8", False), (NPS, "0", False),
     (YES_GOOD, "yes", True), (YES_GOOD, "no", False),
-    (NO_GOOD, "no", True), (NO_GOOD, "yes", False),
-    (CHOICE, "great", True), (CHOICE, "nearly", True), (CHOICE, "fine", False),
+    (CHOICE, "great", True), (CHOICE, "nearly", True), (CHOICE, "fine", False), (CHOICE, "poor", False),
+    # friction (score = 100 - goodness): the top of the scale is the WORST end, most friction
+    (RATING_FRICTION, "1", True), (RATING_FRICTION, "2", False), (RATING_FRICTION, "5", False),
+    (NPS_FRICTION, "0", True), (NPS_FRICTION, "1", True), (NPS_FRICTION, "2", False),
+    (NPS_FRICTION, "9", False), (NPS_FRICTION, "10", False),
+    ({**NPS_FRICTION, "better": "low"}, "10", True), ({**NPS_FRICTION, "better": "low"}, "9", True),
+    ({**NPS_FRICTION, "better": "low"}, "8", False), ({**NPS_FRICTION, "better": "low"}, "0", False),
+    (EFFORT_HIGH, "1", True), (EFFORT_HIGH, "2", False), (EFFORT_HIGH, "7", False),
+    (EFFORT_LOW, "7", True), (EFFORT_LOW, "6", False), (EFFORT_LOW, "1", False),
+    (NO_GOOD, "yes", True), (NO_GOOD, "no", False),
+    ({**YES_GOOD, "measure": "friction"}, "no", True), ({**YES_GOOD, "measure": "friction"}, "yes", False),
+    (CHOICE_FRICTION, "poor", True), (CHOICE_FRICTION, "meh", True), (CHOICE_FRICTION, "okish", False),
+    (CHOICE_FRICTION, "nearly", False), (CHOICE_FRICTION, "great", False),
 ])
 def test_top_box(question, value, top):
-    """Top box is the best box: 5 of 5, the better end of 1-7, NPS promoters (9-10), the better yes/no."""
+    """Top box is the top of the measure's own 0-100 scale: the best answers for satisfaction (5 of 5, the
+    better end of 1-7, NPS 9-10, the better yes/no) and the worst for friction (most friction)."""
     assert score_answer(question, value)[2] is top
+
+
+SCALE_TOP_BOXES = [
+    # (type, measure, better, the answers in the top box)
+    ("rating", "satisfaction", "high", {"5"}), ("rating", "satisfaction", "low", {"1"}),
+    ("rating", "friction", "high", {"1"}), ("rating", "friction", "low", {"5"}),
+    ("effort", "satisfaction", "high", {"7"}), ("effort", "satisfaction", "low", {"1"}),
+    ("effort", "friction", "high", {"1"}), ("effort", "friction", "low", {"7"}),
+    ("nps", "satisfaction", "high", {"9", "10"}), ("nps", "satisfaction", "low", {"0", "1"}),
+    ("nps", "friction", "high", {"0", "1"}), ("nps", "friction", "low", {"9", "10"}),
+]
+
+
+@pytest.mark.parametrize(("qtype", "measure", "better", "expected"), SCALE_TOP_BOXES,
+                         ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in SCALE_TOP_BOXES])
+def test_top_box_over_every_scale_point(qtype, measure, better, expected):
+    """Every point of every scale: exactly the expected answers are top box, and they are the ones whose
+    reported score reaches 90 (scores exactly 90 included, despite floating-point arithmetic)."""
+    question = {"type": qtype, "measure": measure, "better": better}
+    results = {value: score_answer(question, value) for value, _ in choices(question, "en")}
+    assert {value for value, (_, _, top) in results.items() if top} == expected
+    for value, (got_measure, score, top) in results.items():
+        assert got_measure == measure
+        assert top is (score >= TOP_BOX_SCORE), (value, score)
 
 
 @pytest.mark.parametrize(("question", "value"), [
     (EFFORT_HIGH, "1"), (EFFORT_HIGH, "2"), (EFFORT_HIGH, "7"),
-    (EFFORT_LOW, "1"), (EFFORT_LOW, "5"),
+    (EFFORT_LOW, "1"), (EFFORT_LOW, "5"), (EFFORT_LOW, "7"),
     (NO_GOOD, "yes"), (NO_GOOD, "no"),
-    ({**CHOICE, "measure": "friction"}, "fine"),
+    (RATING_FRICTION, "1"), (NPS_FRICTION, "1"),
+    (CHOICE_FRICTION, "fine"), (CHOICE_FRICTION, "meh"),
 ])
 def test_friction_score_is_100_minus_goodness(question, value):
     measure, score, top = score_answer(question, value)
     good = goodness(question, value)
     assert measure == "friction"
     assert score == round(100.0 - good, 4)
-    assert top is (good >= 90.0)
+    assert top is (good <= 100.0 - TOP_BOX_SCORE)  # most friction = least good
+
+
+@pytest.mark.parametrize(("question", "value", "expected"), [
+    (RATING_FRICTION, "1", ("friction", 100.0, True)),
+    (RATING_FRICTION, "5", ("friction", 0.0, False)),
+    (NPS_FRICTION, "0", ("friction", 100.0, True)),
+    (NPS_FRICTION, "1", ("friction", 90.0, True)),
+    (NPS_FRICTION, "10", ("friction", 0.0, False)),
+    (NO_GOOD, "yes", ("friction", 100.0, True)),
+    (NO_GOOD, "no", ("friction", 0.0, False)),
+    (CHOICE_FRICTION, "meh", ("friction", 90.0, True)),
+    (CHOICE_FRICTION, "okish", ("friction", 89.0, False)),
+])
+def test_friction_answers_score_and_top_box(question, value, expected):
+    assert score_answer(question, value) == expected
 
 
 @pytest.mark.parametrize(("question", "value"), [(RATING, "4"), (NPS, "9"), (YES_GOOD, "no"), (CHOICE, "fine")])
@@ -395,8 +459,10 @@ def test_score_is_rounded_to_four_places():
 def test_canonical_form_scores_like_hand_built_questions():
     """The validator's output is what goodness() reads (defaults such as better=high included)."""
     questions = validate_question_set(valid_doc(), LOCALES)["questions"]
-    assert score_answer(questions[0], "7") == ("friction", 0.0, True)
+    assert score_answer(questions[0], "7") == ("friction", 0.0, False)  # easiest: least friction
+    assert score_answer(questions[0], "1") == ("friction", 100.0, True)  # hardest: most friction, top box
     assert score_answer(questions[1], "4") == ("satisfaction", 75.0, False)
+    assert score_answer(questions[1], "5") == ("satisfaction", 100.0, True)
     assert score_answer(questions[2], "long") == ("satisfaction", 0.0, False)
     assert score_answer(questions[3], "anything") == (None, None, None)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 import random
 import statistics
+from collections.abc import Callable
+from dataclasses import astuple, fields
 
 import pytest
 
@@ -11,25 +13,46 @@ from feedback_service.rollups.scoring import Sums, cell_summary, measure_summary
 
 MIN_N = 11  # the configured CMS threshold: counts of 1 to 10 are never shown
 Z95 = 1.959964
+TOP = 90.0  # an answer is top box when its score on its measure reaches this
 COUNT_KEYS = {"responses", "sent", "response_rate", "score", "n", "top_box_pct", "ci95"}
 
 
-def sums_of(values: list[float], responses: int | None = None, top_box: int | None = None) -> Sums:
-    """Running sums as the rollup tables keep them; top box defaults to answers scoring >= 90."""
-    return Sums(
-        responses=len(values) if responses is None else responses,
-        n=len(values),
-        total=sum(values),
-        total_sq=sum(v * v for v in values),
-        top_box=sum(v >= 90 for v in values) if top_box is None else top_box,
-    )
+def sums_of(responses: list[list[float]], top: Callable[[float], bool] = lambda v: v >= TOP) -> Sums:
+    """Running sums as the rollups build them: one Sums.of_response per response, added up."""
+    s = Sums()
+    for scores in responses:
+        s.add(Sums.of_response(scores, [top(v) for v in scores]))
+    return s
 
 
-def direct_ci(values: list[float]) -> tuple[float, float]:
-    """95% CI computed straight from the values: normal approximation, sample sd, clamped 0-100."""
+def singles(values: list[float]) -> list[list[float]]:
+    """One answer per response."""
+    return [[v] for v in values]
+
+
+def classic_ci(values: list[float]) -> tuple[float, float]:
+    """Independent answers: mean +/- z * sample sd / sqrt(n), clamped 0-100."""
     mean = statistics.fmean(values)
     half = Z95 * statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
     return max(0.0, mean - half), min(100.0, mean + half)
+
+
+def cluster_ci(responses: list[list[float]]) -> tuple[float, float]:
+    """Ratio-estimator interval straight from the per-response lists, clamped 0-100:
+    var = sum_i (y_i - mean * m_i)^2 / (R (R - 1) m_bar^2)."""
+    r = len(responses)
+    answers = [v for resp in responses for v in resp]
+    mean = sum(answers) / len(answers)
+    if r == 1:
+        return mean, mean
+    m_bar = len(answers) / r
+    var = sum((sum(resp) - mean * len(resp)) ** 2 for resp in responses) / (r * (r - 1) * m_bar ** 2)
+    half = Z95 * math.sqrt(var)
+    return max(0.0, mean - half), min(100.0, mean + half)
+
+
+def width(summary: dict) -> float:
+    return summary["ci95"][1] - summary["ci95"][0]
 
 
 def keys_anywhere(obj) -> set[str]:
@@ -52,15 +75,88 @@ DATASETS = {
 }
 
 
-# --- measure_summary -------------------------------------------------------------------------------
+def _clustered(count: int, answers: tuple[int, ...], value: Callable[[], float]) -> list[list[float]]:
+    return [[value() for _ in range(_rng.choice(answers))] for _ in range(count)]
+
+
+# Several answers per response, uneven counts.
+CLUSTERED = {
+    "hand-made": [[100, 75], [50], [75, 75, 100], [25, 50], [100], [0, 25, 25], [75, 100],
+                  [50, 50], [100, 100, 75], [25], [75, 50], [100, 75, 100, 50]],
+    "rating-1-to-3": _clustered(40, (1, 2, 3), lambda: _rng.choice((0.0, 25.0, 50.0, 75.0, 100.0))),
+    "nps-large": _clustered(300, (1, 2, 2, 3, 4), lambda: float(_rng.choice(range(0, 101, 10)))),
+    "continuous": _clustered(25, (1, 4), lambda: _rng.uniform(0, 100)),
+    # patients differ a lot, answers within a patient agree: the clustered interval is wide
+    "patient-effect": [[base + _rng.uniform(-5, 5) for _ in range(_rng.choice((1, 2, 3)))]
+                       for base in (_rng.choice((10.0, 50.0, 90.0)) for _ in range(30))],
+    "near-top-clamped": [[100.0, 100.0]] * 10 + [[100.0], [75.0, 100.0, 100.0]],
+}
+
+
+# --- Sums ------------------------------------------------------------------------------------------
+
+
+def test_sums_fields_in_rollup_column_order():
+    """The rollup reader rebuilds Sums positionally from summed columns, in this order."""
+    assert [f.name for f in fields(Sums)] == [
+        "responses", "n", "total", "resp_total_sq", "resp_n_sq", "resp_cross", "top_box"]
+    assert astuple(Sums()) == (0, 0, 0.0, 0.0, 0.0, 0.0, 0)
+
+
+def test_of_response_keeps_the_responses_total_and_count():
+    """Three answers totalling 225: y^2 = 50625, m^2 = 9, y*m = 675; one response."""
+    assert Sums.of_response([100.0, 50.0, 75.0], [True, False, False]) == Sums(
+        responses=1, n=3, total=225.0, resp_total_sq=50625.0, resp_n_sq=9, resp_cross=675.0, top_box=1)
+
+
+def test_of_response_counts_the_top_box_flags_it_is_given():
+    """Top box is decided per answer by score_answer (it depends on the measure); the sums only count it."""
+    assert Sums.of_response([95.0, 95.0], [False, False]).top_box == 0
+    assert Sums.of_response([10.0, 20.0, 30.0], [True, True, False]).top_box == 2
+
+
+def test_add_is_field_by_field():
+    s = Sums.of_response([100.0, 50.0], [True, False])
+    s.add(Sums.of_response([20.0], [False]))
+    s.add(Sums.of_response([40.0, 40.0, 10.0], [False, False, False]))
+    assert s == Sums(responses=3, n=6, total=260.0,
+                     resp_total_sq=150.0 ** 2 + 20.0 ** 2 + 90.0 ** 2,
+                     resp_n_sq=4 + 1 + 9,
+                     resp_cross=150.0 * 2 + 20.0 * 1 + 90.0 * 3,
+                     top_box=1)
+
+
+def test_adding_empty_sums_changes_nothing():
+    s = sums_of(CLUSTERED["hand-made"])
+    before = astuple(s)
+    s.add(Sums())
+    assert astuple(s) == before
+
+
+def test_added_sums_summarise_like_the_combined_responses():
+    """Stage figures are built by adding touchpoint sums; the result equals summarising all responses."""
+    a, b = CLUSTERED["hand-made"], CLUSTERED["rating-1-to-3"]
+    combined = sums_of(a)
+    combined.add(sums_of(b))
+    direct = sums_of(a + b)
+    assert combined.responses == direct.responses == len(a) + len(b)
+    assert combined.n == direct.n == sum(map(len, a + b))
+    assert combined.top_box == direct.top_box == sum(v >= TOP for r in a + b for v in r)
+    for name in ("total", "resp_total_sq", "resp_n_sq", "resp_cross"):
+        assert getattr(combined, name) == pytest.approx(getattr(direct, name)), name
+    assert measure_summary(combined, MIN_N) == measure_summary(direct, MIN_N)
+
+
+# --- measure_summary: one answer per response --------------------------------------------------------
 
 
 @pytest.mark.parametrize("values", DATASETS.values(), ids=DATASETS.keys())
-def test_mean_and_ci_from_running_sums_match_direct_computation(values):
-    summary = measure_summary(sums_of(values), MIN_N)
-    lo, hi = direct_ci(values)
+def test_one_answer_per_response_gives_the_classic_interval(values):
+    """With m_i = 1 the clustered interval is mean +/- z * s / sqrt(n)."""
+    summary = measure_summary(sums_of(singles(values)), MIN_N)
+    lo, hi = classic_ci(values)
     assert summary["suppressed"] is False
-    assert summary["n"] == len(values)
+    assert summary["n"] == summary["responses"] == len(values)
     assert abs(summary["score"] - statistics.fmean(values)) <= ROUNDING
     assert abs(summary["ci95"][0] - lo) <= ROUNDING
     assert abs(summary["ci95"][1] - hi) <= ROUNDING
@@ -69,16 +165,17 @@ def test_mean_and_ci_from_running_sums_match_direct_computation(values):
 
 def test_ci_is_clamped_to_the_scale():
     """Unclamped, these intervals would run past 100 and below 0."""
-    top = measure_summary(sums_of(DATASETS["near-top-clamped"]), MIN_N)
-    bottom = measure_summary(sums_of(DATASETS["near-bottom-clamped"]), MIN_N)
+    top = measure_summary(sums_of(singles(DATASETS["near-top-clamped"])), MIN_N)
+    bottom = measure_summary(sums_of(singles(DATASETS["near-bottom-clamped"])), MIN_N)
     assert top["ci95"][1] == 100.0 and top["ci95"][0] < top["score"]
     assert bottom["ci95"][0] == 0.0 and bottom["ci95"][1] > bottom["score"]
+    clustered = measure_summary(sums_of(CLUSTERED["near-top-clamped"]), MIN_N)
+    assert clustered["ci95"][1] == 100.0 and clustered["ci95"][0] < clustered["score"]
 
 
-def test_known_values():
+def test_known_values_one_answer_each():
     """12 answers, mean 77.083, sample sd 24.905, half-width 14.09, 5 in the top box."""
-    values = DATASETS["rating-mix"]
-    summary = measure_summary(sums_of(values), MIN_N)
+    summary = measure_summary(sums_of(singles(DATASETS["rating-mix"])), MIN_N)
     assert summary == {
         "suppressed": False,
         "score": 77.1,
@@ -89,40 +186,111 @@ def test_known_values():
     }
 
 
-def test_single_answer_gives_zero_width_interval():
-    summary = measure_summary(Sums(responses=1, n=1, total=75.0, total_sq=5625.0, top_box=0), min_n=1)
+# --- measure_summary: several answers per response ---------------------------------------------------
+
+
+@pytest.mark.parametrize("responses", CLUSTERED.values(), ids=CLUSTERED.keys())
+def test_clustered_interval_matches_direct_computation(responses):
+    assert len(set(map(len, responses))) > 1, "the counts per response should be uneven"
+    summary = measure_summary(sums_of(responses), MIN_N)
+    answers = [v for r in responses for v in r]
+    lo, hi = cluster_ci(responses)
+    assert summary["suppressed"] is False
+    assert summary["responses"] == len(responses)
+    assert summary["n"] == len(answers)
+    assert abs(summary["score"] - statistics.fmean(answers)) <= ROUNDING
+    assert abs(summary["ci95"][0] - lo) <= ROUNDING
+    assert abs(summary["ci95"][1] - hi) <= ROUNDING
+    assert summary["top_box_pct"] == round(100 * sum(v >= TOP for v in answers) / len(answers), 1)
+
+
+def test_known_values_clustered():
+    """Response totals 180, 30, 150 over 2, 1, 3 answers: mean 60; residuals y - 60 m are 60, -30, -30;
+    var = 5400 / (3 * 2 * 2^2) = 225, so the half-width is 1.959964 * 15 = 29.40."""
+    summary = measure_summary(sums_of([[100.0, 80.0], [30.0], [50.0, 50.0, 50.0]]), min_n=3)
+    assert summary == {
+        "suppressed": False,
+        "score": 60.0,
+        "n": 6,
+        "responses": 3,
+        "top_box_pct": 16.7,
+        "ci95": [30.6, 89.4],
+    }
+
+
+def test_perfectly_correlated_answers_are_not_counted_as_independent():
+    """Each patient gives the same score to two questions. Taken as 24 independent answers the interval
+    is too narrow; clustered, the pairs carry the information of 12 answers, not 24."""
+    base = DATASETS["rating-mix"]
+    pairs = [[v, v] for v in base]
+    clustered = measure_summary(sums_of(pairs), MIN_N)
+    as_independent = measure_summary(sums_of(singles([v for pair in pairs for v in pair])), MIN_N)
+    one_each = measure_summary(sums_of(singles(base)), MIN_N)
+
+    assert clustered["score"] == as_independent["score"] == one_each["score"]
+    assert clustered["n"] == 24 and clustered["responses"] == 12
+    assert clustered["ci95"] == one_each["ci95"]
+    assert width(as_independent) < width(clustered)
+    # Exactly: the half-widths differ by sqrt((2R - 1) / (R - 1)) = sqrt(23 / 11), about 1.45.
+    assert width(clustered) / width(as_independent) == pytest.approx(math.sqrt(23 / 11), abs=0.01)
+
+
+def test_single_response_gives_zero_width_interval():
+    summary = measure_summary(sums_of([[75.0]]), min_n=1)
     assert summary["score"] == 75.0
     assert summary["ci95"] == [75.0, 75.0]
 
 
-def test_identical_answers_give_zero_width_interval():
-    """No spread; floating-point noise in total_sq - n*mean^2 must not produce a NaN or a width."""
-    values = [100 / 3] * 40
-    summary = measure_summary(sums_of(values), MIN_N)
+def test_single_response_with_spread_answers_still_gives_zero_width_interval():
+    """One patient is one cluster: no between-response spread to estimate, however its answers differ."""
+    summary = measure_summary(sums_of([[0.0, 100.0, 50.0]]), min_n=1)
+    assert summary["score"] == 50.0 and summary["n"] == 3 and summary["responses"] == 1
+    assert summary["ci95"] == [50.0, 50.0]
+
+
+@pytest.mark.parametrize("responses", [
+    singles([100 / 3] * 40),
+    [[100 / 3] * k for k in (1, 2, 3, 1, 4, 2, 1, 3, 2, 2, 1, 5)],
+], ids=["one-each", "uneven-counts"])
+def test_identical_answers_give_zero_width_interval(responses):
+    """No spread; floating-point noise in the running sums must not produce a NaN or a width."""
+    summary = measure_summary(sums_of(responses), MIN_N)
     assert summary["ci95"] == [33.3, 33.3]
 
 
-@pytest.mark.parametrize(("top_box", "n", "pct"), [(0, 12, 0.0), (4, 12, 33.3), (12, 12, 100.0), (2, 3, 66.7)])
+# --- measure_summary: top box and suppression -------------------------------------------------------
+
+
+@pytest.mark.parametrize(("top_box", "n", "pct"), [(0, 12, 0.0), (4, 12, 33.3), (12, 12, 100.0), (2, 11, 18.2)])
 def test_top_box_pct_is_share_of_answers(top_box, n, pct):
-    s = Sums(responses=20, n=n, total=50.0 * n, total_sq=2500.0 * n, top_box=top_box)
+    s = sums_of(singles([95.0] * top_box + [50.0] * (n - top_box)))
+    assert s.top_box == top_box
     assert measure_summary(s, MIN_N)["top_box_pct"] == pct
 
 
 def test_top_box_pct_uses_answers_not_responses():
-    """Six patients answering two questions each: 12 answers, 3 of them top box -> 25%."""
-    s = Sums(responses=12, n=24, total=50.0 * 24, total_sq=2500.0 * 24, top_box=6)
+    """Twelve patients answering two questions each: 24 answers, 6 of them top box -> 25%."""
+    s = sums_of([[95.0, 50.0]] * 6 + [[50.0, 50.0]] * 6)
+    assert (s.responses, s.n, s.top_box) == (12, 24, 6)
     assert measure_summary(s, MIN_N)["top_box_pct"] == 25.0
 
 
-@pytest.mark.parametrize(("responses", "n"), [(0, 0), (1, 1), (10, 10), (6, 12), (10, 30)])
-def test_measure_below_min_n_responses_is_suppressed_entirely(responses, n):
-    """Counted in responses, not answers; nothing but the flag is shown."""
-    s = sums_of([80.0] * n, responses=responses)
-    assert measure_summary(s, MIN_N) == {"suppressed": True}
+def test_top_box_pct_follows_the_flags_not_the_scores():
+    """The flags come from score_answer; measure_summary must not re-derive them from the scores."""
+    s = sums_of(singles([95.0] * 12), top=lambda v: False)
+    assert measure_summary(s, MIN_N)["top_box_pct"] == 0.0
+
+
+@pytest.mark.parametrize("responses", [
+    [], [[80.0]], singles([80.0] * 10), [[80.0, 80.0]] * 6, [[80.0] * 3] * 10,
+], ids=["none", "one", "ten", "six-of-two", "ten-of-three"])
+def test_measure_below_min_n_responses_is_suppressed_entirely(responses):
+    """Counted in responses, not answers (six patients with 12 answers stay hidden); only the flag is shown."""
+    assert measure_summary(sums_of(responses), MIN_N) == {"suppressed": True}
 
 
 def test_threshold_is_inclusive():
-    summary = measure_summary(sums_of([80.0] * MIN_N), MIN_N)
+    summary = measure_summary(sums_of(singles([80.0] * MIN_N)), MIN_N)
     assert summary["suppressed"] is False and summary["responses"] == MIN_N
 
 
@@ -131,51 +299,41 @@ def test_no_answers_is_suppressed_even_with_enough_responses():
     assert measure_summary(Sums(responses=20, n=0), MIN_N) == {"suppressed": True}
 
 
-def test_added_sums_summarise_like_the_combined_values():
-    """Stage figures are built by adding touchpoint sums; the result equals summarising all values."""
-    a, b = DATASETS["rating-mix"], DATASETS["effort-thirds"]
-    combined = sums_of(a)
-    combined.add(sums_of(b))
-    direct = sums_of(a + b)
-    assert (combined.responses, combined.n, combined.top_box) == (25, 25, 8)
-    assert (direct.responses, direct.n, direct.top_box) == (25, 25, 8)
-    assert combined.total == pytest.approx(direct.total) and combined.total_sq == pytest.approx(direct.total_sq)
-    assert measure_summary(combined, MIN_N) == measure_summary(sums_of(a + b), MIN_N)
-
-
 # --- cell_summary ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("responses", [0, 1, 5, 10])
 def test_cell_below_min_n_hides_all_counts(responses):
     """No responses, sent, rate or score: a rate and a sent count would let a reader work out the count."""
-    measures = {"satisfaction": sums_of([90.0] * 30, responses=30), "friction": sums_of([10.0] * 30, responses=30)}
+    measures = {"satisfaction": sums_of(singles([90.0] * 30)), "friction": sums_of(singles([10.0] * 30))}
     summary = cell_summary(sent=100, responses=responses, measures=measures, min_n=MIN_N)
     assert summary == {"suppressed": True, "satisfaction": {"suppressed": True}, "friction": {"suppressed": True}}
     assert not keys_anywhere(summary) & COUNT_KEYS
 
 
 def test_cell_at_min_n_is_shown_with_counts_and_rate():
-    sat = sums_of(DATASETS["rating-mix"], responses=12)
-    fri = sums_of([0.0, 100 / 6, 50.0] * 4, responses=12)
+    sat = sums_of(singles(DATASETS["rating-mix"]))
+    fri = sums_of([[0.0, 100 / 6], [50.0]] * 6)
     summary = cell_summary(sent=37, responses=12, measures={"satisfaction": sat, "friction": fri}, min_n=MIN_N)
     assert summary["suppressed"] is False
     assert summary["responses"] == 12 and summary["sent"] == 37
     assert summary["response_rate"] == round(12 / 37, 4) == 0.3243
     assert summary["satisfaction"] == measure_summary(sat, MIN_N)
     assert summary["friction"] == measure_summary(fri, MIN_N)
+    assert summary["friction"]["n"] == 18 and summary["friction"]["responses"] == 12
 
 
 def test_cell_shown_but_thin_measure_suppressed():
     """A cell over the threshold can still have a measure only a few patients answered."""
-    measures = {"satisfaction": sums_of([80.0] * 40, responses=20), "friction": sums_of([30.0] * 8, responses=8)}
+    measures = {"satisfaction": sums_of([[80.0, 80.0]] * 20), "friction": sums_of(singles([30.0] * 8))}
     summary = cell_summary(sent=50, responses=20, measures=measures, min_n=MIN_N)
     assert summary["satisfaction"]["suppressed"] is False
     assert summary["friction"] == {"suppressed": True}
 
 
 def test_cell_with_missing_measure_reports_it_suppressed():
-    summary = cell_summary(sent=40, responses=20, measures={"satisfaction": sums_of([70.0] * 20)}, min_n=MIN_N)
+    summary = cell_summary(sent=40, responses=20, measures={"satisfaction": sums_of(singles([70.0] * 20))},
+                           min_n=MIN_N)
     assert summary["friction"] == {"suppressed": True}
     assert summary["satisfaction"]["score"] == 70.0
 

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 146871c8052a
+Revision ID: 6a6574f7871e
 Revises: 
-Create Date: 2026-11-27 10:02:21.623766
+Create Date: 2026-11-27 10:25:04.412527
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '146871c8052a'
+revision = '6a6574f7871e'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -21,6 +21,7 @@ def upgrade():
     op.create_table('api_keys',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('name', sa.String(length=80), nullable=False),
+    sa.Column('source', sa.String(length=80), nullable=False),
     sa.Column('key_hash', sa.String(length=64), nullable=False),
     sa.Column('prefix', sa.String(length=12), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
@@ -51,6 +52,7 @@ def upgrade():
     )
     op.create_table('patients',
     sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('source', sa.String(length=80), nullable=False),
     sa.Column('external_id', sa.String(length=128), nullable=False),
     sa.Column('first_name', sa.String(length=100), nullable=True),
     sa.Column('phone', sa.String(length=20), nullable=True),
@@ -61,7 +63,7 @@ def upgrade():
     sa.Column('consent_email', sa.Boolean(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_patients')),
-    sa.UniqueConstraint('external_id', name=op.f('uq_patients_external_id'))
+    sa.UniqueConstraint('source', 'external_id', name=op.f('uq_patients_source_external_id'))
     )
     op.create_table('stages',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -147,7 +149,9 @@ def upgrade():
     sa.Column('responses', sa.Integer(), nullable=False),
     sa.Column('n', sa.Integer(), nullable=False),
     sa.Column('total', sa.Double(), nullable=False),
-    sa.Column('total_sq', sa.Double(), nullable=False),
+    sa.Column('resp_total_sq', sa.Double(), nullable=False),
+    sa.Column('resp_n_sq', sa.Double(), nullable=False),
+    sa.Column('resp_cross', sa.Double(), nullable=False),
     sa.Column('top_box', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['journey_id'], ['journeys.id'], name=op.f('fk_rollup_daily_scores_journey_id_journeys')),
     sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f('fk_rollup_daily_scores_stage_id_stages')),
@@ -192,6 +196,7 @@ def upgrade():
     sa.Column('claimed_by', sa.String(length=80), nullable=True),
     sa.Column('token_hash', sa.String(length=64), nullable=True),
     sa.Column('provider_message_id', sa.String(length=100), nullable=True),
+    sa.Column('sent_to', sa.String(length=254), nullable=True),
     sa.Column('sent_at', sa.DateTime(), nullable=True),
     sa.Column('expires_at', sa.DateTime(), nullable=True),
     sa.Column('opened_at', sa.DateTime(), nullable=True),
