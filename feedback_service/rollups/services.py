@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..extensions import db
 from ..journeys.models import Journey
 from .models import DailyCounts, DailyScores
-from .scoring import Sums, cell_summary
+from .scoring import MEASURES, Sums, cell_summary, complementary_suppression
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -74,18 +74,25 @@ def journey_scores(journey: Journey, start: date | None, end: date | None, min_n
 
     stages = []
     for stage in journey.stages:
-        stage_sent = stage_resp = 0
+        tps = stage.touchpoints
+        sent = [tp_counts.get(tp.id, (0, 0))[0] for tp in tps]
+        resp = [tp_counts.get(tp.id, (0, 0))[1] for tp in tps]
+        measures = [tp_measures.get(tp.id, {}) for tp in tps]
         stage_measures: dict[str, Sums] = defaultdict(Sums)
-        touchpoints = []
-        for tp in stage.touchpoints:
-            sent, resp = tp_counts.get(tp.id, (0, 0))
-            stage_sent, stage_resp = stage_sent + sent, stage_resp + resp
-            for measure, s in tp_measures.get(tp.id, {}).items():
+        for per_tp in measures:
+            for measure, s in per_tp.items():
                 stage_measures[measure].add(s)
-            touchpoints.append({"slug": tp.slug, "name": tp.name, "kind": tp.kind,
-                                **cell_summary(sent, resp, tp_measures.get(tp.id, {}), min_n)})
+        # The stage is the touchpoints' total: hide enough touchpoints that none can be worked out.
+        hidden = complementary_suppression(resp, min_n)
+        hidden_measure = {m: complementary_suppression([per_tp.get(m, Sums()).responses for per_tp in measures], min_n)
+                          for m in MEASURES}
+        touchpoints = [
+            {"slug": tp.slug, "name": tp.name, "kind": tp.kind,
+             **cell_summary(sent[i], resp[i], measures[i], min_n, hidden=i in hidden,
+                            hidden_measures=frozenset(m for m in MEASURES if i in hidden_measure[m]))}
+            for i, tp in enumerate(tps)]
         stages.append({"slug": stage.slug, "name": stage.name, "position": stage.position,
-                       **cell_summary(stage_sent, stage_resp, stage_measures, min_n),
+                       **cell_summary(sum(sent), sum(resp), stage_measures, min_n),
                        "touchpoints": touchpoints})
     return {"journey": journey.slug, "from": start.isoformat() if start else None,
             "to": end.isoformat() if end else None, "min_reporting_n": min_n, "stages": stages}

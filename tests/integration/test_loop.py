@@ -91,12 +91,12 @@ def test_answers_move_the_stage_scores(app, client, auth, outbox, run_jobs, new_
     stages = scores()
     discharge = stages["discharge"]
     assert discharge["suppressed"] is False
-    assert (discharge["responses"], discharge["sent"]) == (11, 12)
-    assert discharge["response_rate"] == round(11 / 12, 4)
+    # 12 sent would reveal that 1 patient did not answer: a count under the threshold.
+    assert (discharge["responses"], discharge["sent"], discharge["response_rate"]) == (11, None, None)
     sat, fric = discharge["satisfaction"], discharge["friction"]
     # 10 responses x 2 satisfaction answers at 100, then two at 0.
     assert sat["n"] == 22 and sat["responses"] == 11 and sat["score"] == round(2000 / 22, 1)
-    assert sat["top_box_pct"] == round(100 * 20 / 22, 1)
+    assert sat["top_box_pct"] is None  # 2 answers outside the top box: a count under the threshold
     assert sat["ci95"][0] < sat["score"] < sat["ci95"][1] <= 100
     assert fric["n"] == 11 and fric["score"] == round(100 / 11, 1)
     desk = {t["slug"]: t for t in discharge["touchpoints"]}["discharge-desk"]
@@ -105,6 +105,28 @@ def test_answers_move_the_stage_scores(app, client, auth, outbox, run_jobs, new_
     assert list(stages) == ["awareness", "booking", "pre-visit", "visit", "discharge", "follow-up"]
     assert stages["booking"]["suppressed"] is True
 
+    # The twelfth answer: nobody is left out, so the sends and the rate can be shown.
+    answer(client, tokens[11], {"discharge_smooth": "4", "home_information": "3", "recommend": "5"})
+    discharge = scores()["discharge"]
+    assert (discharge["responses"], discharge["sent"], discharge["response_rate"]) == (12, 12, 1.0)
+
     # The period filter reads the day of the journey moment.
     r = client.get(f"/api/v1/journeys/{journey}/scores?from=2000-01-01&to=2000-12-31", headers=auth)
     assert {s["slug"]: s for s in r.get_json()["stages"]}["discharge"]["suppressed"] is True
+
+
+def test_a_small_touchpoint_cannot_be_worked_out_from_its_stage(app, client, auth, outbox, run_jobs, new_journey):
+    journey = new_journey()
+    touchpoints = ["discharge-desk"] * 12 + ["discharge-information"] * 3
+    ids = [post_event(client, auth, event_body("discharge", journey=journey, touchpoint=tp))["invitations"][0]["id"]
+           for tp in touchpoints]
+    run_jobs()
+    for inv_id in ids:
+        answer(client, token_of(message_for(outbox, inv_id)),
+               {"discharge_smooth": "5", "home_information": "4", "recommend": "8"})
+    r = client.get(f"/api/v1/journeys/{journey}/scores", headers=auth)
+    discharge = {s["slug"]: s for s in r.get_json()["stages"]}["discharge"]
+    assert discharge["suppressed"] is False and discharge["responses"] == 15
+    # 3 answers at the information touchpoint are under the threshold; showing the desk's 12
+    # would give them away (15 - 12), so both are hidden.
+    assert [t["suppressed"] for t in discharge["touchpoints"]] == [True, True]

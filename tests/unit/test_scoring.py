@@ -9,7 +9,7 @@ from dataclasses import astuple, fields
 
 import pytest
 
-from feedback_service.rollups.scoring import Sums, cell_summary, measure_summary
+from feedback_service.rollups.scoring import Sums, cell_summary, complementary_suppression, measure_summary
 
 MIN_N = 11  # the configured CMS threshold: counts of 1 to 10 are never shown
 Z95 = 1.959964
@@ -174,8 +174,9 @@ def test_ci_is_clamped_to_the_scale():
 
 
 def test_known_values_one_answer_each():
-    """12 answers, mean 77.083, sample sd 24.905, half-width 14.09, 5 in the top box."""
-    summary = measure_summary(sums_of(singles(DATASETS["rating-mix"])), MIN_N)
+    """12 answers, mean 77.083, sample sd 24.905, half-width 14.09, 5 in the top box (shown with a
+    reporting threshold of 5: at 11, a top-box count of 5 would be hidden)."""
+    summary = measure_summary(sums_of(singles(DATASETS["rating-mix"])), 5)
     assert summary == {
         "suppressed": False,
         "score": 77.1,
@@ -201,7 +202,9 @@ def test_clustered_interval_matches_direct_computation(responses):
     assert abs(summary["score"] - statistics.fmean(answers)) <= ROUNDING
     assert abs(summary["ci95"][0] - lo) <= ROUNDING
     assert abs(summary["ci95"][1] - hi) <= ROUNDING
-    assert summary["top_box_pct"] == round(100 * sum(v >= TOP for v in answers) / len(answers), 1)
+    top = sum(v >= TOP for v in answers)
+    small = (0 < top < MIN_N) or (0 < len(answers) - top < MIN_N)
+    assert summary["top_box_pct"] == (None if small else round(100 * top / len(answers), 1))
 
 
 def test_known_values_clustered():
@@ -213,7 +216,7 @@ def test_known_values_clustered():
         "score": 60.0,
         "n": 6,
         "responses": 3,
-        "top_box_pct": 16.7,
+        "top_box_pct": None,  # 1 of 6 in the top box: a count under the threshold
         "ci95": [30.6, 89.4],
     }
 
@@ -261,18 +264,27 @@ def test_identical_answers_give_zero_width_interval(responses):
 # --- measure_summary: top box and suppression -------------------------------------------------------
 
 
-@pytest.mark.parametrize(("top_box", "n", "pct"), [(0, 12, 0.0), (4, 12, 33.3), (12, 12, 100.0), (2, 11, 18.2)])
+@pytest.mark.parametrize(("top_box", "n", "pct"), [(0, 12, 0.0), (12, 12, 100.0), (11, 22, 50.0), (13, 40, 32.5)])
 def test_top_box_pct_is_share_of_answers(top_box, n, pct):
     s = sums_of(singles([95.0] * top_box + [50.0] * (n - top_box)))
     assert s.top_box == top_box
     assert measure_summary(s, MIN_N)["top_box_pct"] == pct
 
 
+@pytest.mark.parametrize(("top_box", "n"), [(4, 12), (2, 11), (10, 30), (25, 30), (29, 30)])
+def test_top_box_pct_is_hidden_when_it_would_reveal_a_count_of_1_to_10(top_box, n):
+    """pct x n is a count: hidden when the top box, or the rest, holds 1 to 10 answers."""
+    s = sums_of(singles([95.0] * top_box + [50.0] * (n - top_box)))
+    summary = measure_summary(s, MIN_N)
+    assert summary["suppressed"] is False and summary["score"] is not None
+    assert summary["top_box_pct"] is None
+
+
 def test_top_box_pct_uses_answers_not_responses():
-    """Twelve patients answering two questions each: 24 answers, 6 of them top box -> 25%."""
-    s = sums_of([[95.0, 50.0]] * 6 + [[50.0, 50.0]] * 6)
-    assert (s.responses, s.n, s.top_box) == (12, 24, 6)
-    assert measure_summary(s, MIN_N)["top_box_pct"] == 25.0
+    """Twelve patients answering two questions each: 24 answers, 12 of them top box -> 50%."""
+    s = sums_of([[95.0, 95.0]] * 6 + [[50.0, 50.0]] * 6)
+    assert (s.responses, s.n, s.top_box) == (12, 24, 12)
+    assert measure_summary(s, MIN_N)["top_box_pct"] == 50.0
 
 
 def test_top_box_pct_follows_the_flags_not_the_scores():
@@ -347,3 +359,32 @@ def test_response_rate_is_none_when_nothing_was_sent():
     """With no threshold and nothing sent, the rate is undefined rather than a ZeroDivisionError."""
     summary = cell_summary(sent=0, responses=0, measures={}, min_n=0)
     assert summary["suppressed"] is False and summary["response_rate"] is None
+
+
+# --- complementary suppression -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("counts", "hidden"), [
+    ([40, 30], set()),
+    ([40, 0, 30], {1}),  # an empty cell hides nothing
+    ([40, 5], {0, 1}),  # 40 shown would give 5 away from the stage total
+    ([40, 5, 30, 12], {1, 3}),  # the smallest other cell covers it
+    ([3, 4, 50], {0, 1, 2}),
+    ([11, 11], set()),
+    ([10], {0}),
+])
+def test_complementary_suppression(counts, hidden):
+    assert complementary_suppression(counts, MIN_N) == hidden
+
+
+def test_no_hidden_total_of_1_to_10_is_ever_left_derivable():
+    """Every split of up to four cells with 0-25 each: the hidden cells add up to 0, to 11 or more,
+    or are all of them (then the parent itself holds the total and is judged on its own)."""
+    import itertools
+
+    for size in range(1, 5):
+        for counts in itertools.product(range(0, 26, 3), repeat=size):
+            hidden = complementary_suppression(list(counts), MIN_N)
+            assert {i for i, c in enumerate(counts) if c < MIN_N} <= hidden
+            total = sum(counts[i] for i in hidden)
+            assert total == 0 or total >= MIN_N or len(hidden) == len(counts), counts
