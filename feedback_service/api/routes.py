@@ -1,6 +1,7 @@
 """API views: parse, call one service, map the outcome to HTTP."""
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date
 
 from flask import current_app, g, jsonify, request
@@ -14,26 +15,6 @@ from ..rollups.services import journey_scores
 from ..scheduling.rules import SendPolicy
 from . import bp, error, require_api_key
 from .openapi import OPENAPI
-
-
-def _invitation_json(inv) -> dict:
-    return {
-        "id": inv.id, "status": inv.status, "reason": inv.skip_reason,
-        "stage": inv.stage.slug, "touchpoint": inv.touchpoint.slug, "channel": inv.channel,
-        "question_set": inv.question_set_version.question_set.key,
-        "question_set_version": inv.question_set_version.version,
-        "send_at": inv.send_at.isoformat() if inv.send_at else None,
-    }
-
-
-def _event_json(rec) -> dict:
-    return {
-        "id": rec.event.id, "external_id": rec.event.external_id, "duplicate": rec.duplicate,
-        "journey": rec.event.journey.slug, "type": rec.event.type,
-        "invitations": [_invitation_json(i) for i in rec.invitations],
-        # Why this event will not lead to a survey, if it will not.
-        "reason": rec.reason,
-    }
 
 
 @bp.post("/events")
@@ -56,8 +37,8 @@ def post_events():
         return error(422, "invalid event", exc.errors)
     status = 200 if all(r.duplicate for r in results) else 202
     if is_list:
-        return jsonify({"events": [_event_json(r) for r in results]}), status
-    return jsonify(_event_json(results[0])), status
+        return jsonify({"events": [asdict(r) for r in results]}), status
+    return jsonify(asdict(results[0])), status
 
 
 @bp.get("/journeys")

@@ -1,7 +1,7 @@
 """Event intake: store each journey event once and let its trigger rule schedule an invitation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -27,12 +27,41 @@ class EventRejected(ValueError):
         self.errors = errors
 
 
-@dataclass
+@dataclass(frozen=True)
+class InvitationOutcome:
+    id: int
+    status: str
+    reason: str | None
+    stage: str
+    touchpoint: str
+    channel: str | None
+    question_set: str
+    question_set_version: int
+    send_at: str | None  # ISO 8601
+
+    @classmethod
+    def of(cls, inv) -> "InvitationOutcome":
+        version = inv.question_set_version
+        return cls(inv.id, inv.status, inv.skip_reason, inv.stage.slug, inv.touchpoint.slug, inv.channel,
+                   version.question_set.key, version.version, inv.send_at.isoformat() if inv.send_at else None)
+
+
+@dataclass(frozen=True)
 class Recorded:
-    event: Event
+    """What became of one posted event, read before the commit expires the rows."""
+
+    id: int
+    external_id: str
     duplicate: bool
-    reason: str | None = None  # why nothing was scheduled, if nothing was
-    invitations: list = field(default_factory=list)
+    journey: str
+    type: str
+    invitations: list[InvitationOutcome]
+    reason: str | None  # why no survey will be sent, if none will
+
+    @classmethod
+    def of(cls, event: Event, duplicate: bool, invitations: list, reason: str | None) -> "Recorded":
+        return cls(event.id, event.external_id, duplicate, event.journey.slug, event.type,
+                   [InvitationOutcome.of(i) for i in invitations], reason)
 
 
 def resolve_targets(items: list[EventIn], default_journey: str = "", indexed: bool = False) -> list[tuple]:
@@ -76,7 +105,9 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
     targets = resolve_targets(items, default_journey, indexed)
     for attempt in range(1, INSERT_ATTEMPTS + 1):
         try:
-            results = [_record_one(item, *target, source, policy, now) for item, target in zip(items, targets)]
+            seen = {e.external_id: e for e in db.session.scalars(select(Event).where(
+                Event.source == source, Event.external_id.in_({item.external_id for item in items})))}
+            results = [_record_one(item, *target, source, policy, now, seen) for item, target in zip(items, targets)]
             db.session.commit()
             return results
         except IntegrityError:
@@ -87,20 +118,19 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
                 raise
 
 
-def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now) -> Recorded:
-    existing = db.session.scalar(select(Event).where(Event.source == source, Event.external_id == item.external_id))
+def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now, seen: dict) -> Recorded:
+    existing = seen.get(item.external_id)
     if existing is not None:
         invitations = list(existing.invitations)
         reason = invitations[0].skip_reason if invitations else existing.skip_reason
-        return Recorded(existing, duplicate=True, reason=reason, invitations=invitations)
+        return Recorded.of(existing, True, invitations, reason)
     patient = upsert_patient(source, item.patient)
     event = Event(source=source, external_id=item.external_id, type=item.type, occurred_at=item.occurred_at,
                   journey=journey, touchpoint=touchpoint, patient=patient)
     db.session.add(event)
-    db.session.flush()
+    seen[item.external_id] = event  # a second copy later in the same batch is a duplicate
     invitation, reason = schedule_invitation(event, rule, policy, now)
     if invitation is None:
         event.skip_reason = reason
-        return Recorded(event, duplicate=False, reason=reason)
     db.session.flush()
-    return Recorded(event, duplicate=False, reason=reason, invitations=[invitation])
+    return Recorded.of(event, False, [invitation] if invitation else [], reason)

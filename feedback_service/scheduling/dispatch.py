@@ -81,6 +81,11 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
     report.claimed = len(claimed)
     for inv_id, token in claimed.items():
         invitation = db.session.get(Invitation, inv_id)
+        if invitation.claimed_by != worker or invitation.status not in ("sending", "unknown"):
+            # Changed under us (a lease that ran out during a very slow batch, then an answer):
+            # whatever happened to it stands.
+            report.add("lost")
+            continue
         channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
         report.add(_send_one(invitation, token, channel, policy, now, max_attempts))
         db.session.commit()
