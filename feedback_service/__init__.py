@@ -32,7 +32,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
     app.config["SESSION_COOKIE_SECURE"] = app.config["FEEDBACK_BASE_URL"].startswith("https://")
     # 1000 events are well under a megabyte; anything far bigger is a mistake or an attack.
-    app.config.setdefault("MAX_CONTENT_LENGTH", 8 * 1024 * 1024)
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
+
+    from .scheduling.rules import SendPolicy
+    SendPolicy.from_config(app.config)  # a bad send setting stops start-up, not every request
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):

@@ -10,10 +10,12 @@ _defs = models_json_schema([(EventIn, "validation")], ref_template="#/components
 _error = {"$ref": "#/components/schemas/Error"}
 _cell = {
     "type": "object",
-    "description": "Suppressed cells (fewer responses than min_reporting_n) carry only suppressed: true.",
+    "description": "Suppressed cells carry only suppressed: true: those with fewer responses than "
+                   "min_reporting_n, and siblings hidden so that such a count cannot be worked out. A "
+                   "null sent or response_rate hides a count of 1 to min_reporting_n - 1 non-responders.",
     "properties": {
         "suppressed": {"type": "boolean"},
-        "responses": {"type": "integer"}, "sent": {"type": "integer"},
+        "responses": {"type": "integer"}, "sent": {"type": ["integer", "null"]},
         "response_rate": {"type": ["number", "null"], "description": "responses / sent"},
         "satisfaction": {"$ref": "#/components/schemas/Measure"},
         "friction": {"$ref": "#/components/schemas/Measure"},
@@ -58,7 +60,7 @@ OPENAPI = {
             "RecordedEvent": _recorded,
             "Measure": {"type": "object", "properties": {
                 "suppressed": {"type": "boolean"}, "score": {"type": "number"}, "n": {"type": "integer"},
-                "responses": {"type": "integer"}, "top_box_pct": {"type": "number"},
+                "responses": {"type": "integer"}, "top_box_pct": {"type": ["number", "null"]},
                 "ci95": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2}},
                 "required": ["suppressed"]},
             "Cell": _cell,

@@ -19,7 +19,8 @@ def _render(name: str, part: str, locale: str, **context) -> str:
 
 
 def invitation_message(invitation, survey_url: str) -> Message:
-    """The survey invitation for one invitation row, in the patient's language."""
+    """The survey invitation for one claimed invitation row (its address fixed by the claim), in the
+    patient's language."""
     patient = invitation.patient
     context = {
         # First name only: a message may be read by someone else on a shared phone or inbox.
@@ -31,8 +32,8 @@ def invitation_message(invitation, survey_url: str) -> Message:
     }
     name, locale = "survey_invitation", invitation.locale
     if invitation.channel == "sms":
-        return Message(invitation.id, "sms", patient.phone, _render(name, "sms.txt", locale, **context),
+        return Message(invitation.id, "sms", invitation.sent_to, _render(name, "sms.txt", locale, **context),
                        survey_url, locale)
-    return Message(invitation.id, "email", patient.email, _render(name, "body.txt", locale, **context),
+    return Message(invitation.id, "email", invitation.sent_to, _render(name, "body.txt", locale, **context),
                    survey_url, locale, subject=_render(name, "subject.txt", locale, **context),
                    html=_render(name, "body.html", locale, **context))

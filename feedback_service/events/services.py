@@ -4,10 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
 from ..journeys.models import Journey
+from ..patients.models import Patient
 from ..patients.services import upsert_patient
 from ..scheduling.rules import SendPolicy
 from ..scheduling.services import schedule_invitation
@@ -105,17 +106,30 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
     targets = resolve_targets(items, default_journey, indexed)
     for attempt in range(1, INSERT_ATTEMPTS + 1):
         try:
+            # Lock this batch's known patients in one fixed order first: two batches naming the
+            # same patients in different orders would otherwise deadlock on PostgreSQL.
+            db.session.execute(select(Patient.id).where(
+                Patient.source == source, Patient.external_id.in_({item.patient.id for item in items}))
+                .order_by(Patient.external_id).with_for_update())
             seen = {e.external_id: e for e in db.session.scalars(select(Event).where(
                 Event.source == source, Event.external_id.in_({item.external_id for item in items})))}
             results = [_record_one(item, *target, source, policy, now, seen) for item, target in zip(items, targets)]
             db.session.commit()
             return results
-        except IntegrityError:
+        except (IntegrityError, OperationalError) as exc:
             # A concurrent request stored one of these events or patients between our check and
-            # our insert: start again, and this time we see its rows.
+            # our insert (or lost a deadlock to us): start again, and this time we see its rows.
             db.session.rollback()
-            if attempt == INSERT_ATTEMPTS:
+            if isinstance(exc, OperationalError) and not _is_conflict(exc):
                 raise
+            if attempt == INSERT_ATTEMPTS:
+                # Without the driver's message: its DETAIL quotes the conflicting key (an MRN).
+                raise RuntimeError(f"events not stored after {INSERT_ATTEMPTS} concurrent conflicts") from None
+
+
+def _is_conflict(exc: OperationalError) -> bool:
+    # PostgreSQL deadlock_detected and serialization_failure: safe to retry.
+    return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
 
 
 def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now, seen: dict) -> Recorded:

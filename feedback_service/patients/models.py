@@ -17,7 +17,7 @@ class Patient(db.Model):
     source: Mapped[str] = mapped_column(db.String(80))
     external_id: Mapped[str] = mapped_column(db.String(128))
     first_name: Mapped[str | None] = mapped_column(db.String(100), nullable=True)
-    phone: Mapped[str | None] = mapped_column(db.String(20), nullable=True)  # E.164
+    phone: Mapped[str | None] = mapped_column(db.String(20), nullable=True, index=True)  # E.164
     email: Mapped[str | None] = mapped_column(db.String(254), nullable=True)
     locale: Mapped[str | None] = mapped_column(db.String(20), nullable=True)
     timezone: Mapped[str | None] = mapped_column(db.String(64), nullable=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from .models import OptOut, Patient
@@ -40,8 +41,14 @@ def is_opted_out(medium: str, address: str | None) -> bool:
 
 
 def opt_out(medium: str, address: str | None, source: str) -> bool:
-    """Record an opt-out; returns False if there is no address or it had already opted out."""
+    """Record an opt-out (committed); returns False if there is no address or it had already
+    opted out, also when a second request (a double tap) recorded it a moment before."""
     if not address or is_opted_out(medium, address):
         return False
     db.session.add(OptOut(medium=medium, address=normalise_address(medium, address), source=source))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
     return True

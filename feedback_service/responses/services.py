@@ -113,4 +113,3 @@ def opt_out_invitation(invitation: Invitation) -> None:
     """The patient asked, from a survey link, for no more surveys at the address that reached them."""
     address = invitation.sent_to or invitation.patient.address(invitation.channel)
     opt_out(invitation.channel, address, source="survey-page")
-    db.session.commit()

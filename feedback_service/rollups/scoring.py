@@ -43,7 +43,7 @@ def _small(count: int, min_n: int) -> bool:
     return 0 < count < min_n
 
 
-def measure_summary(s: Sums, min_n: int, hidden: bool = False) -> dict:
+def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: bool = False) -> dict:
     """The reported figures for one measure of one cell, or {"suppressed": true}.
 
     Suppression counts responses (patients), not answers, so that two questions on the same
@@ -66,35 +66,74 @@ def measure_summary(s: Sums, min_n: int, hidden: bool = False) -> dict:
         "n": s.n,
         "responses": s.responses,
         # A share times n gives a count: hide it when that count, or its complement, is 1 to 10.
-        "top_box_pct": None if _small(s.top_box, min_n) or _small(s.n - s.top_box, min_n)
+        "top_box_pct": None if hide_top_box or _small(s.top_box, min_n) or _small(s.n - s.top_box, min_n)
         else round(100.0 * s.top_box / s.n, 1),
         "ci95": [round(max(0.0, mean - half), 1), round(min(100.0, mean + half), 1)],
     }
 
 
-def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: int, hidden: bool = False,
-                 hidden_measures: frozenset[str] = frozenset()) -> dict:
-    """Counts, response rate and both measures for a stage or touchpoint; `hidden` and
-    `hidden_measures` carry complementary suppression decided across sibling cells."""
-    if hidden or responses < min_n:
+@dataclass(frozen=True)
+class Hidden:
+    """What complementary suppression hides in one cell, decided across its siblings."""
+
+    cell: bool = False
+    sent: bool = False
+    measures: frozenset = frozenset()
+    top_box: frozenset = frozenset()
+
+
+def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: int,
+                 hidden: Hidden = Hidden()) -> dict:
+    """Counts, response rate and both measures for a stage or touchpoint."""
+    if hidden.cell or responses < min_n:
         # Counts of 1 to 10 must not be shown, nor the rate they would let a reader work out.
         return {"suppressed": True, "satisfaction": {"suppressed": True}, "friction": {"suppressed": True}}
     # sent - responses is the count of patients who did not answer: the same rule applies to it.
-    sent_shown = not _small(sent - responses, min_n)
+    sent_shown = not (hidden.sent or _small(sent - responses, min_n))
     return {
         "suppressed": False,
         "responses": responses,
         "sent": sent if sent_shown else None,
         "response_rate": round(responses / sent, 4) if sent and sent_shown else None,
-        **{m: measure_summary(measures.get(m, Sums()), min_n, hidden=m in hidden_measures) for m in MEASURES},
+        **{m: measure_summary(measures.get(m, Sums()), min_n, hidden=m in hidden.measures,
+                              hide_top_box=m in hidden.top_box) for m in MEASURES},
     }
 
 
-def complementary_suppression(counts: list[int], min_n: int) -> set[int]:
-    """Which of several sibling cells to hide, given their counts, so that no hidden total of
-    1 to min_n - 1 can be worked out by subtracting the shown cells from their shown parent:
-    the cells under the threshold, then the smallest others until the hidden total is safe."""
-    hidden = {i for i, count in enumerate(counts) if count < min_n}
-    while _small(sum(counts[i] for i in hidden), min_n) and len(hidden) < len(counts):
-        hidden.add(min((i for i in range(len(counts)) if i not in hidden), key=lambda i: counts[i]))
+def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[int]) -> set[int]:
+    """Widen `hidden` (sibling cells already hidden, by index) until, in every vector of counts,
+    the hidden cells add up to 0 or to min_n or more: then no hidden total of 1 to min_n - 1 can
+    be worked out by subtracting the shown siblings from their shown parent. The smallest shown
+    cell goes first."""
+    hidden, size = set(hidden), len(vectors[0])
+    while len(hidden) < size:
+        leaking = next((v for v in vectors if _small(sum(v[i] for i in hidden), min_n)), None)
+        if leaking is None:
+            break
+        hidden.add(min((i for i in range(size) if i not in hidden), key=lambda i: leaking[i]))
     return hidden
+
+
+def sibling_suppression(sent: list[int], responses: list[int], measures: list[dict[str, Sums]],
+                        min_n: int) -> list[Hidden]:
+    """Complementary suppression for the touchpoints of one stage, for every count a reader
+    could subtract: responses, patients who did not answer, and per measure its responses and
+    the answers in and out of the top box."""
+    def below(values, limit_zero=False):
+        return {i for i, v in enumerate(values) if (v < min_n if limit_zero else _small(v, min_n))}
+
+    cells = complementary_suppression([responses], min_n, below(responses, limit_zero=True))
+    silent = [s - r for s, r in zip(sent, responses)]
+    no_sent = complementary_suppression([silent], min_n, cells | below(silent))
+    hidden_measures, hidden_top = {}, {}
+    for m in MEASURES:
+        per = [tp.get(m, Sums()) for tp in measures]
+        answered = [s.responses for s in per]
+        hidden_measures[m] = complementary_suppression([answered], min_n,
+                                                       cells | below(answered, limit_zero=True))
+        top, rest = [s.top_box for s in per], [s.n - s.top_box for s in per]
+        hidden_top[m] = complementary_suppression([top, rest], min_n, hidden_measures[m] | below(top) | below(rest))
+    return [Hidden(cell=i in cells, sent=i in no_sent,
+                   measures=frozenset(m for m in MEASURES if i in hidden_measures[m]),
+                   top_box=frozenset(m for m in MEASURES if i in hidden_top[m]))
+            for i in range(len(responses))]

@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from ..extensions import db
 from ..journeys.models import Journey
 from .models import DailyCounts, DailyScores
-from .scoring import MEASURES, Sums, cell_summary, complementary_suppression
+from .scoring import Sums, cell_summary, sibling_suppression
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 
@@ -82,15 +82,11 @@ def journey_scores(journey: Journey, start: date | None, end: date | None, min_n
         for per_tp in measures:
             for measure, s in per_tp.items():
                 stage_measures[measure].add(s)
-        # The stage is the touchpoints' total: hide enough touchpoints that none can be worked out.
-        hidden = complementary_suppression(resp, min_n)
-        hidden_measure = {m: complementary_suppression([per_tp.get(m, Sums()).responses for per_tp in measures], min_n)
-                          for m in MEASURES}
-        touchpoints = [
-            {"slug": tp.slug, "name": tp.name, "kind": tp.kind,
-             **cell_summary(sent[i], resp[i], measures[i], min_n, hidden=i in hidden,
-                            hidden_measures=frozenset(m for m in MEASURES if i in hidden_measure[m]))}
-            for i, tp in enumerate(tps)]
+        # The stage is the touchpoints' total: hide enough that no small count can be worked out.
+        hidden = sibling_suppression(sent, resp, measures, min_n)
+        touchpoints = [{"slug": tp.slug, "name": tp.name, "kind": tp.kind,
+                        **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])}
+                       for i, tp in enumerate(tps)]
         stages.append({"slug": stage.slug, "name": stage.name, "position": stage.position,
                        **cell_summary(sum(sent), sum(resp), stage_measures, min_n),
                        "touchpoints": touchpoints})

@@ -21,12 +21,13 @@ from ..channels.base import Channel, SendError
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
 from ..extensions import db
+from ..patients.models import Patient
 from ..rollups.services import record_sent
 from ..security import hash_secret, new_token
 from ..sqltypes import utcnow
 from .models import Invitation
 from .rules import SendPolicy, next_send_time, next_sms_slot
-from .services import channel_block, texts_to
+from .services import channel_block, texts_out
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,23 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
     # SKIP LOCKED lets workers on PostgreSQL take disjoint batches; SQLite drops the clause and
     # the conditional UPDATE below (rowcount 1 or 0) keeps a row from being claimed twice.
     due = db.session.execute(
-        select(Invitation.id, Invitation.link_ttl_days)
+        select(Invitation.id, Invitation.link_ttl_days, Invitation.channel, Patient.phone, Patient.email)
+        .join(Patient, Invitation.patient_id == Patient.id)
         .where(Invitation.status == "scheduled", Invitation.send_at <= now)
         .order_by(Invitation.send_at, Invitation.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
+        .with_for_update(skip_locked=True, of=Invitation)
     ).all()
     claimed = {}
-    for inv_id, ttl_days in due:
+    for inv_id, ttl_days, medium, phone, email in due:
         token = new_token()
-        # The link's lifetime is fixed at claim time, so a link that went out just before a crash
-        # (status "unknown") still works for as long as it should.
+        # The address and the link's lifetime are fixed at claim time, so that a message that went
+        # out just before a crash (status "unknown") can still be answered, stopped and counted.
         result = db.session.execute(
             update(Invitation)
             .where(Invitation.id == inv_id, Invitation.status == "scheduled")
             .values(status="sending", claimed_at=now, claimed_by=worker, token_hash=hash_secret(token),
+                    sent_to=phone if medium == "sms" else email,
                     expires_at=now + timedelta(days=ttl_days), attempts=Invitation.attempts + 1)
         )
         if result.rowcount == 1:
@@ -81,83 +84,85 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
     report.claimed = len(claimed)
     for inv_id, token in claimed.items():
         invitation = db.session.get(Invitation, inv_id)
-        if invitation.claimed_by != worker or invitation.status not in ("sending", "unknown"):
-            # Changed under us (a lease that ran out during a very slow batch, then an answer):
-            # whatever happened to it stands.
-            report.add("lost")
-            continue
         channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
-        report.add(_send_one(invitation, token, channel, policy, now, max_attempts))
-        db.session.commit()
+        try:
+            outcome, values = _attempt(invitation, token, channel, policy, now, max_attempts)
+        except Exception:
+            # Something broke before anything was handed to a channel: back in the queue.
+            db.session.rollback()
+            log.exception("invitation %s: error before sending", inv_id)
+            outcome, values = _requeue(invitation, now, max_attempts, "error before sending")
+        report.add(outcome if _finish(inv_id, worker, outcome, values) else "lost")
     if claimed:
         log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
     return report
 
 
-def _defer(invitation: Invitation, until) -> str:
-    invitation.status, invitation.send_at, invitation.token_hash = "scheduled", until, None
-    invitation.attempts, invitation.expires_at = invitation.attempts - 1, None
-    return "deferred"
+_RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None}
 
 
-def _send_one(invitation: Invitation, token: str, channel: Channel, policy: SendPolicy, now,
-              max_attempts: int) -> str:
+def _finish(inv_id: int, worker: str, outcome: str, values: dict) -> bool:
+    """Record an outcome, unless the row changed under us (a lease that ran out during a very slow
+    send, then an answer): whatever happened to it then stands."""
+    applied = db.session.execute(
+        update(Invitation)
+        .where(Invitation.id == inv_id, Invitation.claimed_by == worker,
+               Invitation.status.in_(("sending", "unknown")))
+        .values(**values)
+    ).rowcount == 1
+    if applied and outcome == "sent":
+        record_sent(db.session.get(Invitation, inv_id))
+    db.session.commit()
+    return applied
+
+
+def _requeue(invitation: Invitation, now, max_attempts: int, error: str) -> tuple[str, dict]:
+    if invitation.attempts < max_attempts:
+        return "retry", {**_RELEASED, "status": "scheduled", "send_at": now + _backoff(invitation.attempts),
+                         "last_error": error}
+    return "failed", {**_RELEASED, "status": "failed", "last_error": error}
+
+
+def _attempt(invitation: Invitation, token: str, channel: Channel, policy: SendPolicy, now,
+             max_attempts: int) -> tuple[str, dict]:
+    """Check the rules again, send, and say what to record: (outcome, column values)."""
     patient = invitation.patient
     if policy.too_late(invitation.send_at, now):
-        invitation.status, invitation.token_hash, invitation.expires_at = "expired", None, None
-        return "expired"
+        return "expired", {**_RELEASED, "status": "expired"}
     blocked = channel_block(patient, invitation.channel)
     if blocked:
-        invitation.status, invitation.skip_reason, invitation.token_hash = "skipped", blocked, None
-        invitation.expires_at = None
-        return "skipped"
+        return "skipped", {**_RELEASED, "status": "skipped", "skip_reason": blocked}
     earliest = now
     if invitation.channel == "sms":
         # Overdue texts (late events, a stopped worker, retries) can bunch up: the limits are
-        # checked again against the texts that really went out to this number.
-        sent = texts_to(patient.phone, now, now, out_only=True, exclude_id=invitation.id)
-        earliest = next_sms_slot(now, sent, policy.sms_per_day, policy.sms_per_week)
+        # checked again against the texts that really went out, or are going, to this number.
+        earliest = next_sms_slot(now, texts_out(invitation), policy.sms_per_day, policy.sms_per_week)
     # A due row found at night (worker was down, or a retry) waits for the morning.
     tz = patient.timezone or policy.default_timezone
     slot = next_send_time(earliest, tz, policy.window_start, policy.window_end)
     if slot > now:
-        return _defer(invitation, slot)
+        return "deferred", {**_RELEASED, "status": "scheduled", "send_at": slot,
+                            "attempts": Invitation.attempts - 1}
 
     try:
         message = invitation_message(invitation, survey_url(token))
     except Exception:
         # Nothing left us: a broken template is a failure, not a doubt.
-        invitation.status, invitation.token_hash = "failed", None
-        invitation.last_error = "could not compose the message"
         log.exception("invitation %s: could not compose the message", invitation.id)
-        return "failed"
+        return "failed", {**_RELEASED, "status": "failed", "last_error": "could not compose the message"}
     try:
         delivery = channel.send(message)
     except SendError as exc:
-        invitation.last_error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
-        invitation.token_hash, invitation.expires_at = None, None
-        if exc.transient and invitation.attempts < max_attempts:
-            invitation.status = "scheduled"
-            invitation.send_at = now + _backoff(invitation.attempts)
-            log.warning("invitation %s: transient send error, retry %d", invitation.id, invitation.attempts)
-            return "retry"
-        invitation.status = "failed"
-        log.warning("invitation %s: send failed: %s", invitation.id, exc.code or type(exc).__name__)
-        return "failed"
+        error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
+        log.warning("invitation %s: send error: %s", invitation.id, exc.code or type(exc).__name__)
+        if exc.transient:
+            return _requeue(invitation, now, max_attempts, error)
+        return "failed", {**_RELEASED, "status": "failed", "last_error": error}
     except Exception:
         # The channel broke in a way we cannot read: it may or may not have sent.
-        invitation.status, invitation.last_error = "unknown", "channel raised an unexpected error"
         log.exception("invitation %s: outcome unknown", invitation.id)
-        return "unknown"
-    # Conditional: if the lease ran out meanwhile and the row was marked "unknown", we now know
-    # better; if the patient already answered, that stands.
-    marked = db.session.execute(
-        update(Invitation).where(Invitation.id == invitation.id, Invitation.status.in_(("sending", "unknown")))
-        .values(status="sent", sent_at=now, sent_to=message.to, provider_message_id=delivery.provider_message_id)
-    ).rowcount
-    if marked:
-        record_sent(invitation)
-    return "sent"
+        return "unknown", {"status": "unknown", "last_error": "channel raised an unexpected error"}
+    return "sent", {"status": "sent", "sent_at": now, "provider_message_id": delivery.provider_message_id}
 
 
 def _backoff(attempt: int) -> timedelta:

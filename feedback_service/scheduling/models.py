@@ -19,6 +19,7 @@ class Invitation(db.Model):
     __table_args__ = (
         Index("ix_invitations_due", "status", "send_at"),
         Index("ix_invitations_patient_sent", "patient_id", "channel", "send_at"),
+        Index("ix_invitations_sent_to", "sent_to", "channel"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -41,7 +42,8 @@ class Invitation(db.Model):
     # sha256 of the survey-link token; the token itself exists only in the sent message.
     token_hash: Mapped[str | None] = mapped_column(db.String(64), unique=True, nullable=True)
     provider_message_id: Mapped[str | None] = mapped_column(db.String(100), nullable=True)
-    # The address the message went to: the one a "stop" from this link opts out.
+    # The address the message went to (fixed when claimed): text limits count per handset, and a
+    # "stop" from this link opts out this address.
     sent_to: Mapped[str | None] = mapped_column(db.String(254), nullable=True)
     sent_at = mapped_column(UTCDateTime, nullable=True)
     expires_at = mapped_column(UTCDateTime, nullable=True)

@@ -26,6 +26,13 @@ class SendPolicy:
         """A survey this long after its moment would not be answered well: it is not sent."""
         return send_at < now - self.max_send_delay
 
+    def __post_init__(self):
+        if self.sms_per_day < 1 or self.sms_per_week < self.sms_per_day:
+            # To stop texting, take "sms" out of the trigger rules' channels.
+            raise ValueError("text limits: at least 1 a day, and no fewer a week than a day")
+        if self.window_start >= self.window_end:
+            raise ValueError("send window: the start must come before the end")
+
     @classmethod
     def from_config(cls, config) -> "SendPolicy":
         return cls(

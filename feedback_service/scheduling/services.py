@@ -57,7 +57,7 @@ def _pick_channel(patient, channels: list[str], send_at, now, policy: SendPolicy
     for medium in channels:
         reason = channel_block(patient, medium)
         if reason is None and medium == "sms":
-            reason = within_sms_limits(send_at, texts_to(patient.phone, send_at, now), policy.sms_per_day,
+            reason = within_sms_limits(send_at, texts_planned(patient.phone, send_at, now), policy.sms_per_day,
                                        policy.sms_per_week)
         if reason is None:
             return medium, None
@@ -90,20 +90,37 @@ def _asked_within(patient_id, send_at, span, journey_id):
     )))
 
 
-def texts_to(phone: str, around, now, out_only: bool = False, exclude_id: int | None = None) -> list:
-    """When texts to this number went out, or will (within a week either side of `around`),
-    whichever patient record they belong to: the limits protect the handset. An overdue
-    scheduled text counts as going out now. `out_only` keeps the texts that went out (or may
-    have: "unknown"); rows merely claimed alongside this one do not count, else a batch holding
-    two texts to one number would defer both."""
-    live = ("unknown",) if out_only else PENDING
-    q = select(Invitation.sent_at, Invitation.claimed_at, Invitation.send_at).join(
-        Patient, Invitation.patient_id == Patient.id).where(
-        Patient.phone == phone,
-        Invitation.channel == "sms",
-        or_(Invitation.status.in_(live), Invitation.sent_at > around - WEEK),
-    )
-    if exclude_id is not None:
-        q = q.where(Invitation.id != exclude_id)
-    times = (sent_at or claimed_at or max(send_at, now) for sent_at, claimed_at, send_at in db.session.execute(q))
+def _texts_to(phone: str):
+    """Texts to this number: those that went out, or are going, by the address they went to;
+    those still scheduled by their patient's current number."""
+    return (select(Invitation.id, Invitation.status, Invitation.sent_at, Invitation.claimed_at,
+                   Invitation.send_at)
+            .join(Patient, Invitation.patient_id == Patient.id)
+            .where(Invitation.channel == "sms",
+                   or_(Invitation.sent_to == phone, (Invitation.status == "scheduled") & (Patient.phone == phone)),
+                   or_(Invitation.status.in_(PENDING), Invitation.sent_at.is_not(None))))
+
+
+def texts_planned(phone: str, around, now) -> list:
+    """When texts to this number went out or will (an overdue one counts as going out now),
+    within a week either side of `around`, whichever patient record they belong to: the limits
+    protect the handset."""
+    times = []
+    for _id, status, sent_at, claimed_at, send_at in db.session.execute(_texts_to(phone)):
+        times.append(sent_at or (claimed_at if status != "scheduled" else None) or max(send_at, now))
     return [t for t in times if around - WEEK < t < around + WEEK]
+
+
+def texts_out(invitation: Invitation) -> list:
+    """When texts to this invitation's number went out, or are going out ahead of it: rows
+    claimed earlier (by any worker) count, rows claimed after it do not, so two workers holding
+    texts to one number do not both send, nor both wait."""
+    ours = (invitation.claimed_at, invitation.id)
+    times = []
+    for inv_id, status, sent_at, claimed_at, _send_at in db.session.execute(
+            _texts_to(invitation.sent_to).where(Invitation.id != invitation.id)):
+        if sent_at is not None:
+            times.append(sent_at)
+        elif status in ("sending", "unknown") and (claimed_at, inv_id) < ours:
+            times.append(claimed_at)
+    return [t for t in times if t > invitation.claimed_at - WEEK]

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -97,13 +97,15 @@ def test_a_channel_error_is_retried_with_backoff_then_fails(settings, client, au
     broken = create_app({"TESTING": True, **settings, "FEEDBACK_CONSOLE_OUTBOX": str(tmp_path)})
     with broken.app_context():
         policy = SendPolicy.from_config(broken.config)
+        started = datetime.now(timezone.utc)
         report = dispatch_due(policy, "test", max_attempts=2)
         assert report.outcomes.get("retry", 0) >= 1
         row = db.session.get(Invitation, inv_id)
         assert (row.status, row.attempts, row.token_hash) == ("scheduled", 1, None)
         assert row.last_error.startswith("TransientSendError: outbox not writable")
         first_retry = row.send_at
-        assert timedelta(seconds=14) < first_retry - row.claimed_at < timedelta(seconds=46)
+        assert timedelta(seconds=14) < first_retry - started < timedelta(seconds=47)
+        assert (row.claimed_at, row.claimed_by, row.sent_to) == (None, None, None)  # released
 
         dispatch_due(policy, "test", now=first_retry, max_attempts=2)
         db.session.expire_all()

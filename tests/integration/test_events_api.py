@@ -608,3 +608,8 @@ def test_the_openapi_document_needs_no_key(client):
 def test_health_check(client):
     r = client.get("/healthz")
     assert r.status_code == 200 and r.get_json() == {"status": "ok"}
+
+
+def test_a_body_over_8_mb_answers_413_json(client, auth):
+    r = client.post(EVENTS, data=b"[" + b" " * (9 * 1024 * 1024) + b"]", headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 413 and r.is_json and isinstance(r.get_json()["error"], str)

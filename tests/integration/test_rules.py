@@ -3,6 +3,7 @@ link lifetime, works-once and CSRF. Driven through the API, the CLI and the surv
 from __future__ import annotations
 
 import re
+import threading
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -202,6 +203,31 @@ def test_texts_that_fall_due_together_are_spaced_at_send_time(app, client, auth,
         assert second.attempts == 0 and second.token_hash is None
 
 
+def test_two_workers_holding_texts_to_one_number_send_only_one(app, client, auth, new_journey):
+    phone = new_phone()
+    a = invitation_of(post(client, auth, event_body("booking", journey=new_journey(), phone=phone,
+                                                    consent_email=False, occurred_at=NOW() - timedelta(minutes=30))))
+    b = invitation_of(post(client, auth, event_body("discharge", journey=new_journey(), phone=phone,
+                                                    consent_email=False, occurred_at=NOW() - timedelta(hours=1))))
+    later = NOW() + timedelta(hours=48)
+    outcomes = []
+
+    def worker(name):
+        with app.app_context():
+            # One row at a time until nothing is due, as two busy workers would.
+            while (report := dispatch_due(SendPolicy.from_config(app.config), name, now=later, batch_size=1)).claimed:
+                outcomes.append(report.outcomes)
+
+    threads = [threading.Thread(target=worker, args=(f"worker-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    with app.app_context():
+        statuses = sorted(db.session.get(Invitation, i["id"]).status for i in (a, b))
+    assert statuses == ["scheduled", "sent"], outcomes
+
+
 def test_a_moment_too_long_ago_is_not_surveyed(client, auth, new_journey):
     recorded = post(client, auth, event_body("discharge", journey=new_journey(), occurred_at=NOW() - timedelta(days=30)))
     assert (invitation_of(recorded)["status"], recorded["reason"]) == ("skipped", "too-late")
@@ -301,3 +327,17 @@ def test_an_answer_the_service_refuses_is_shown_again_not_a_500(app, client, aut
     assert r.status_code == 422 and "Please check this answer." in r.text
     with app.app_context():
         assert db.session.get(Invitation, inv["id"]).status == "sent"
+
+
+def test_text_limits_follow_the_number_texted_not_the_patient_record(client, auth, outbox, run_jobs, new_journey):
+    old, new = new_phone(), new_phone()
+    first = event_body(journey=new_journey(), phone=old, consent_email=False)
+    inv = invitation_of(post(client, auth, first))
+    run_jobs()
+    assert message_for(outbox, inv["id"])["to"] == old
+    # The patient's number changes: the new handset has had no text today.
+    moved = event_body(journey=new_journey(), id=first["patient"]["id"], phone=new, consent_email=False)
+    assert invitation_of(post(client, auth, moved))["channel"] == "sms"
+    # Someone else now has the old number (a family phone): it had its text today.
+    other = event_body(journey=new_journey(), phone=old, consent_email=False)
+    assert invitation_of(post(client, auth, other))["reason"] == "sms-daily-limit"

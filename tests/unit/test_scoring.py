@@ -9,7 +9,8 @@ from dataclasses import astuple, fields
 
 import pytest
 
-from feedback_service.rollups.scoring import Sums, cell_summary, complementary_suppression, measure_summary
+from feedback_service.rollups.scoring import (Sums, cell_summary, complementary_suppression, measure_summary,
+                                              sibling_suppression)
 
 MIN_N = 11  # the configured CMS threshold: counts of 1 to 10 are never shown
 Z95 = 1.959964
@@ -374,7 +375,7 @@ def test_response_rate_is_none_when_nothing_was_sent():
     ([10], {0}),
 ])
 def test_complementary_suppression(counts, hidden):
-    assert complementary_suppression(counts, MIN_N) == hidden
+    assert complementary_suppression([counts], MIN_N, {i for i, c in enumerate(counts) if c < MIN_N}) == hidden
 
 
 def test_no_hidden_total_of_1_to_10_is_ever_left_derivable():
@@ -384,7 +385,39 @@ def test_no_hidden_total_of_1_to_10_is_ever_left_derivable():
 
     for size in range(1, 5):
         for counts in itertools.product(range(0, 26, 3), repeat=size):
-            hidden = complementary_suppression(list(counts), MIN_N)
+            hidden = complementary_suppression([list(counts)], MIN_N, {i for i, c in enumerate(counts) if c < MIN_N})
             assert {i for i, c in enumerate(counts) if c < MIN_N} <= hidden
             total = sum(counts[i] for i in hidden)
             assert total == 0 or total >= MIN_N or len(hidden) == len(counts), counts
+
+
+def _shown_minus_parent(parent, children, key):
+    """What subtraction gives for the hidden children: the parent's value minus the shown ones."""
+    shown = [c[key] for c in children if c.get(key) is not None]
+    return None if parent.get(key) is None else parent[key] - sum(shown)
+
+
+@pytest.mark.parametrize(("sent", "responses"), [
+    ([80, 20], [40, 15]),  # 5 of the second touchpoint's patients did not answer
+    ([60, 5], [30, 0]),  # a touchpoint that sent 5 and heard nothing back
+    ([45, 45, 13], [40, 40, 12]),
+])
+def test_no_count_of_1_to_10_can_be_worked_out_from_a_stage_and_its_shown_touchpoints(sent, responses):
+    per_tp = [{"satisfaction": sums_of(singles([95.0] * (r // 3) + [50.0] * (r - r // 3)))} for r in responses]
+    hidden = sibling_suppression(sent, responses, per_tp, MIN_N)
+    cells = [cell_summary(s, r, m, MIN_N, h) for s, r, m, h in zip(sent, responses, per_tp, hidden)]
+    stage_sums = Sums()
+    for m in per_tp:
+        stage_sums.add(m["satisfaction"])
+    stage = cell_summary(sum(sent), sum(responses), {"satisfaction": stage_sums}, MIN_N)
+    for key in ("responses",):
+        left = _shown_minus_parent(stage, [c for c in cells if not c["suppressed"]], key)
+        assert left is None or left == 0 or left >= MIN_N
+    shown_sent = [c for c in cells if not c["suppressed"] and c["sent"] is not None]
+    if stage.get("sent") is not None:
+        left_sent = stage["sent"] - sum(c["sent"] for c in shown_sent)
+        left_resp = stage["responses"] - sum(c["responses"] for c in shown_sent)
+        assert not 0 < left_sent - left_resp < MIN_N  # the hidden non-responders
+    for c in cells:
+        if not c["suppressed"] and c["sent"] is not None:
+            assert not 0 < c["sent"] - c["responses"] < MIN_N

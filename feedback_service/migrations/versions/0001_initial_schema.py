@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 6a6574f7871e
+Revision ID: 423c88931dcc
 Revises: 
-Create Date: 2026-11-27 10:25:04.412527
+Create Date: 2026-11-27 10:49:03.060482
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '6a6574f7871e'
+revision = '423c88931dcc'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -65,6 +65,9 @@ def upgrade():
     sa.PrimaryKeyConstraint('id', name=op.f('pk_patients')),
     sa.UniqueConstraint('source', 'external_id', name=op.f('uq_patients_source_external_id'))
     )
+    with op.batch_alter_table('patients', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_patients_phone'), ['phone'], unique=False)
+
     op.create_table('stages',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('journey_id', sa.Integer(), nullable=False),
@@ -215,6 +218,7 @@ def upgrade():
         batch_op.create_index('ix_invitations_due', ['status', 'send_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_invitations_event_id'), ['event_id'], unique=False)
         batch_op.create_index('ix_invitations_patient_sent', ['patient_id', 'channel', 'send_at'], unique=False)
+        batch_op.create_index('ix_invitations_sent_to', ['sent_to', 'channel'], unique=False)
 
     op.create_table('responses',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -259,6 +263,7 @@ def downgrade():
     op.drop_table('answers')
     op.drop_table('responses')
     with op.batch_alter_table('invitations', schema=None) as batch_op:
+        batch_op.drop_index('ix_invitations_sent_to')
         batch_op.drop_index('ix_invitations_patient_sent')
         batch_op.drop_index(batch_op.f('ix_invitations_event_id'))
         batch_op.drop_index('ix_invitations_due')
@@ -275,6 +280,9 @@ def downgrade():
     op.drop_table('touchpoints')
     op.drop_table('question_sets')
     op.drop_table('stages')
+    with op.batch_alter_table('patients', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_patients_phone'))
+
     op.drop_table('patients')
     op.drop_table('opt_outs')
     op.drop_table('journeys')
