@@ -186,13 +186,19 @@ def test_overdue_texts_to_one_number_do_not_go_out_together(app, client, auth, o
     assert message_for(outbox, a["id"])["to"] == phone
 
 
-def test_texts_that_fall_due_together_are_spaced_at_send_time(app, client, auth, new_journey):
+def _two_texts_47_hours_apart(client, auth, new_journey) -> tuple[dict, dict]:
+    """A booking text due in 30 minutes and a discharge text due in 47 hours, to one number."""
     phone = new_phone()
     a = invitation_of(post(client, auth, event_body("booking", journey=new_journey(), phone=phone,
                                                     consent_email=False, occurred_at=NOW() - timedelta(minutes=30))))
     b = invitation_of(post(client, auth, event_body("discharge", journey=new_journey(), phone=phone,
                                                     consent_email=False, occurred_at=NOW() - timedelta(hours=1))))
-    assert a["status"] == b["status"] == "scheduled"  # 47 hours apart when scheduled
+    assert a["status"] == b["status"] == "scheduled"
+    return a, b
+
+
+def test_texts_that_fall_due_together_are_spaced_at_send_time(app, client, auth, new_journey):
+    a, b = _two_texts_47_hours_apart(client, auth, new_journey)
     # The worker was down for two days: both are due when it comes back.
     later = NOW() + timedelta(hours=48)
     with app.app_context():
@@ -204,11 +210,7 @@ def test_texts_that_fall_due_together_are_spaced_at_send_time(app, client, auth,
 
 
 def test_two_workers_holding_texts_to_one_number_send_only_one(app, client, auth, new_journey):
-    phone = new_phone()
-    a = invitation_of(post(client, auth, event_body("booking", journey=new_journey(), phone=phone,
-                                                    consent_email=False, occurred_at=NOW() - timedelta(minutes=30))))
-    b = invitation_of(post(client, auth, event_body("discharge", journey=new_journey(), phone=phone,
-                                                    consent_email=False, occurred_at=NOW() - timedelta(hours=1))))
+    a, b = _two_texts_47_hours_apart(client, auth, new_journey)
     later = NOW() + timedelta(hours=48)
     outcomes = []
 
