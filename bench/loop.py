@@ -20,6 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from feedback_service import create_app  # noqa: E402
 from feedback_service.extensions import db  # noqa: E402
+from feedback_service.scheduling.dispatch import dispatch_due  # noqa: E402
+from feedback_service.scheduling.rules import SendPolicy  # noqa: E402
 from tests.scratch import scratch_database  # noqa: E402
 
 
@@ -54,12 +56,9 @@ def main() -> None:
             assert r.status_code == 202, r.get_json()
         intake = time.perf_counter() - start
 
-        import jobs  # noqa: F401
         now = when + timedelta(days=2, hours=1)
         start = time.perf_counter()
         with app.app_context():
-            from feedback_service.scheduling.dispatch import dispatch_due
-            from feedback_service.scheduling.rules import SendPolicy
             policy = SendPolicy.from_config(app.config)
             sent = 0
             while (report := dispatch_due(policy, "bench", now=now, batch_size=500)).claimed:
@@ -74,7 +73,6 @@ def main() -> None:
             latencies.append((time.perf_counter() - t0) * 1000)
         with app.app_context():
             db.engine.dispose()
-        del jobs
 
     backend = "PostgreSQL" if args.database_url else "SQLite"
     print(f"backend: {backend}; events: {args.events}")

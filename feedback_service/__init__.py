@@ -7,7 +7,8 @@ import secrets
 from pathlib import Path
 
 from flask import Flask, jsonify, request
-from sqlalchemy import event
+from sqlalchemy import event, text
+from werkzeug.exceptions import HTTPException
 
 from .config import PROJECT_ROOT, load_settings
 from .extensions import csrf, db, migrate
@@ -50,6 +51,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     registry.init_app(app)
 
     from .api import bp as api_bp
+    from .api import http_error
     from .responses.routes import bp as survey_bp
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
     # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
@@ -60,19 +62,13 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     @app.get("/healthz")
     def healthz():
-        from sqlalchemy import text
         db.session.execute(text("SELECT 1"))
         return jsonify({"status": "ok"})
 
-    @app.errorhandler(404)
-    @app.errorhandler(405)
-    @app.errorhandler(413)
-    def _not_found(exc):
-        if request.path.startswith("/api/"):
-            # Keep the exception's own headers (Allow on a 405), but answer in JSON.
-            headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
-            return jsonify({"error": exc.description}), exc.code, headers
-        return exc
+    @app.errorhandler(HTTPException)
+    def _http_error(exc):
+        # API clients always get JSON, also for routing errors (404, 405) and oversized bodies.
+        return http_error(exc) if request.path.startswith("/api/") else exc
 
     from .cli import register_cli
     register_cli(app)

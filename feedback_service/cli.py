@@ -32,8 +32,8 @@ main.add_command(routes_command)
 
 
 def register_cli(app) -> None:
-    """Also expose the commands as `flask --app feedback_service <command>`."""
-    for command in (init, api_key, jobs_group, worker, demo):
+    """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
+    for command in (init, api_key, jobs_group, worker, run_command, demo):
         app.cli.add_command(command)
 
 
@@ -178,10 +178,3 @@ def demo(patients):
         return
     click.echo(json.dumps(summary))
 
-
-main.add_command(init)
-main.add_command(api_key)
-main.add_command(jobs_group)
-main.add_command(worker)
-main.add_command(run_command)
-main.add_command(demo)

@@ -139,13 +139,12 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
             if rng.random() > 0.45:
                 continue
             invitation = find_invitation(token)
-            stage = invitation.stage.slug
-            quality = QUALITY.get(invitation.touchpoint.slug, 0.7)
-            values = {q["key"]: _answer(q, quality, rng, invitation.locale, stage)
-                      for q in invitation.question_set_version.questions}
             when = min(invitation.sent_at + timedelta(hours=rng.uniform(0.2, 48)), today)
             if invitation.status != "sent" or when >= invitation.expires_at:
                 continue
+            quality = QUALITY.get(invitation.touchpoint.slug, 0.7)
+            values = {q["key"]: _answer(q, quality, rng, invitation.locale, invitation.stage.slug)
+                      for q in invitation.question_set_version.questions}
             try:
                 record_response(invitation, values, now=when)
                 answered += 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections import Counter
 
 from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.rules import SendPolicy
@@ -16,14 +17,13 @@ def interval(app) -> int:
 
 def run(app) -> dict:
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    totals: dict[str, int] = {}
+    totals: Counter[str] = Counter()
     with app.app_context():
         policy = SendPolicy.from_config(app.config)
         batch = app.config["FEEDBACK_DISPATCH_BATCH_SIZE"]
         while True:
             report = dispatch_due(policy, worker, batch_size=batch,
                                   max_attempts=app.config["FEEDBACK_DISPATCH_MAX_ATTEMPTS"])
-            for outcome, count in report.outcomes.items():
-                totals[outcome] = totals.get(outcome, 0) + count
+            totals.update(report.outcomes)
             if report.claimed < batch:
-                return totals
+                return dict(totals)

@@ -33,9 +33,8 @@ def require_api_key(view):
     return wrapper
 
 
-@bp.errorhandler(HTTPException)
-def _http_error(exc: HTTPException):
-    # Clients of the API always get JSON, including for 404, 405 and unreadable bodies.
+def http_error(exc: HTTPException):
+    """An HTTP error as JSON, keeping its own headers (Allow on a 405)."""
     response, status = error(exc.code or 500, exc.description or exc.name)
     response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
     return response, status

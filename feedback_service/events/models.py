@@ -1,7 +1,7 @@
 """Journey events as received, whatever their source."""
 from __future__ import annotations
 
-from sqlalchemy import JSON, ForeignKey, UniqueConstraint
+from sqlalchemy import ForeignKey, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db

@@ -8,8 +8,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
 from ..journeys.models import Journey
-from ..patients.models import Patient
-from ..patients.services import upsert_patient
+from ..patients.services import lock_patients, upsert_patient
 from ..scheduling.rules import SendPolicy
 from ..scheduling.services import schedule_invitation
 from ..sqltypes import utcnow
@@ -106,14 +105,11 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
     targets = resolve_targets(items, default_journey, indexed)
     for attempt in range(1, INSERT_ATTEMPTS + 1):
         try:
-            # Lock this batch's known patients in one fixed order first: two batches naming the
-            # same patients in different orders would otherwise deadlock on PostgreSQL.
-            db.session.execute(select(Patient.id).where(
-                Patient.source == source, Patient.external_id.in_({item.patient.id for item in items}))
-                .order_by(Patient.external_id).with_for_update())
+            patients = lock_patients(source, (item.patient.id for item in items))
             seen = {e.external_id: e for e in db.session.scalars(select(Event).where(
                 Event.source == source, Event.external_id.in_({item.external_id for item in items})))}
-            results = [_record_one(item, *target, source, policy, now, seen) for item, target in zip(items, targets)]
+            results = [_record_one(item, *target, source, policy, now, seen, patients)
+                       for item, target in zip(items, targets)]
             db.session.commit()
             return results
         except (IntegrityError, OperationalError) as exc:
@@ -132,13 +128,14 @@ def _is_conflict(exc: OperationalError) -> bool:
     return getattr(exc.orig, "sqlstate", None) in ("40P01", "40001")
 
 
-def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now, seen: dict) -> Recorded:
+def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now, seen: dict,
+                patients: dict) -> Recorded:
     existing = seen.get(item.external_id)
     if existing is not None:
         invitations = list(existing.invitations)
         reason = invitations[0].skip_reason if invitations else existing.skip_reason
         return Recorded.of(existing, True, invitations, reason)
-    patient = upsert_patient(source, item.patient)
+    patient = upsert_patient(source, item.patient, patients)
     event = Event(source=source, external_id=item.external_id, type=item.type, occurred_at=item.occurred_at,
                   journey=journey, touchpoint=touchpoint, patient=patient)
     db.session.add(event)

@@ -12,13 +12,21 @@ def normalise_address(medium: str, address: str) -> str:
     return address.strip().lower() if medium == "email" else address.strip()
 
 
-def upsert_patient(source: str, data) -> Patient:
-    """Create or update the patient from an event's patient block (the latest event wins)."""
-    # FOR UPDATE (PostgreSQL) serialises two events for one patient, so fatigue checks see each other.
-    patient = db.session.scalar(
-        select(Patient).where(Patient.source == source, Patient.external_id == data.id).with_for_update())
+def lock_patients(source: str, external_ids) -> dict[str, Patient]:
+    """The known patients among these ids, by id, locked (PostgreSQL) for this transaction so that
+    two requests for one patient see each other's invitations (fatigue, text limits). Rows are
+    locked in one fixed order: two batches naming them in different orders cannot deadlock."""
+    return {p.external_id: p for p in db.session.scalars(
+        select(Patient).where(Patient.source == source, Patient.external_id.in_(set(external_ids)))
+        .order_by(Patient.external_id).with_for_update())}
+
+
+def upsert_patient(source: str, data, known: dict[str, Patient]) -> Patient:
+    """Create or update the patient from an event's patient block (the latest event wins);
+    `known` is lock_patients()'s answer, and learns the patients created here."""
+    patient = known.get(data.id)
     if patient is None:
-        patient = Patient(source=source, external_id=data.id)
+        patient = known[data.id] = Patient(source=source, external_id=data.id)
         db.session.add(patient)
     patient.first_name = data.first_name
     patient.phone = data.phone

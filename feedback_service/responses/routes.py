@@ -25,6 +25,7 @@ def survey(token: str):
         return _unavailable()
     version = invitation.question_set_version
     locale = invitation.locale
+    t = texts_for(locale)
     form = build_survey_form(version.questions, locale)
     if form.validate_on_submit():
         values = {q["key"]: form[q["key"]].data for q in version.questions}
@@ -36,9 +37,8 @@ def survey(token: str):
         except AnswerError as exc:
             # The form's validators catch nearly everything; the service has the last word.
             for key in exc.errors:
-                form[key].errors = [*form[key].errors, texts_for(locale)["invalid"]]
+                form[key].errors = [*form[key].errors, t["invalid"]]
     mark_opened(invitation)
-    t = texts_for(locale)
     return render_template("survey/form.html", form=form, questions=version.questions,
                            content=version.content, locale=locale, t=t, token=token,
                            csrf_failed=bool(form.errors.get("csrf_token"))), 200 if not form.errors else 422

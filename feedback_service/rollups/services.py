@@ -75,8 +75,8 @@ def journey_scores(journey: Journey, start: date | None, end: date | None, min_n
     stages = []
     for stage in journey.stages:
         tps = stage.touchpoints
-        sent = [tp_counts.get(tp.id, (0, 0))[0] for tp in tps]
-        resp = [tp_counts.get(tp.id, (0, 0))[1] for tp in tps]
+        pairs = [tp_counts.get(tp.id, (0, 0)) for tp in tps]
+        sent, resp = [p[0] for p in pairs], [p[1] for p in pairs]
         measures = [tp_measures.get(tp.id, {}) for tp in tps]
         stage_measures: dict[str, Sums] = defaultdict(Sums)
         for per_tp in measures:

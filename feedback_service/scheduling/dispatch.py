@@ -116,11 +116,15 @@ def _finish(inv_id: int, worker: str, outcome: str, values: dict) -> bool:
     return applied
 
 
+def _failed(error: str) -> tuple[str, dict]:
+    return "failed", {**_RELEASED, "status": "failed", "last_error": error}
+
+
 def _requeue(invitation: Invitation, now, max_attempts: int, error: str) -> tuple[str, dict]:
     if invitation.attempts < max_attempts:
         return "retry", {**_RELEASED, "status": "scheduled", "send_at": now + _backoff(invitation.attempts),
                          "last_error": error}
-    return "failed", {**_RELEASED, "status": "failed", "last_error": error}
+    return _failed(error)
 
 
 def _attempt(invitation: Invitation, token: str, channel: Channel, policy: SendPolicy, now,
@@ -149,7 +153,7 @@ def _attempt(invitation: Invitation, token: str, channel: Channel, policy: SendP
     except Exception:
         # Nothing left us: a broken template is a failure, not a doubt.
         log.exception("invitation %s: could not compose the message", invitation.id)
-        return "failed", {**_RELEASED, "status": "failed", "last_error": "could not compose the message"}
+        return _failed("could not compose the message")
     try:
         delivery = channel.send(message)
     except SendError as exc:
@@ -157,7 +161,7 @@ def _attempt(invitation: Invitation, token: str, channel: Channel, policy: SendP
         log.warning("invitation %s: send error: %s", invitation.id, exc.code or type(exc).__name__)
         if exc.transient:
             return _requeue(invitation, now, max_attempts, error)
-        return "failed", {**_RELEASED, "status": "failed", "last_error": error}
+        return _failed(error)
     except Exception:
         # The channel broke in a way we cannot read: it may or may not have sent.
         log.exception("invitation %s: outcome unknown", invitation.id)

@@ -79,15 +79,15 @@ def channel_block(patient, medium: str) -> str | None:
     return None
 
 
-def _asked_within(patient_id, send_at, span, journey_id):
-    """Send times of this patient's live invitations in this journey within +/- span of send_at."""
-    return list(db.session.scalars(select(Invitation.send_at).where(
+def _asked_within(patient_id, send_at, span, journey_id) -> bool:
+    """Whether this patient has a live invitation in this journey within +/- span of send_at."""
+    return db.session.scalar(select(Invitation.id).where(
         Invitation.patient_id == patient_id,
         Invitation.journey_id == journey_id,
         or_(Invitation.status.in_(PENDING), Invitation.sent_at.is_not(None)),
         Invitation.send_at > send_at - span,
         Invitation.send_at < send_at + span,
-    )))
+    ).limit(1)) is not None
 
 
 def _texts_to(phone: str):
