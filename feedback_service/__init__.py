@@ -10,7 +10,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import event, text
 from werkzeug.exceptions import HTTPException
 
-from .config import PROJECT_ROOT, load_settings
+from .config import PROJECT_ROOT, load_provider_settings, load_settings
 from .extensions import csrf, db, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
@@ -21,6 +21,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True, template_folder=str(PROJECT_ROOT / "templates"))
     settings = load_settings()
     app.config.update({f"FEEDBACK_{k}": v for k, v in settings.items()})
+    app.config.update(load_provider_settings())
     if test_config:
         app.config.update(test_config)
     Path(app.instance_path).mkdir(parents=True, exist_ok=True)
@@ -53,12 +54,17 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .api import bp as api_bp
     from .api import http_error
     from .responses.routes import bp as survey_bp
+    from .responses.routes import unsubscribe_bp
+    from .webhooks import bp as webhooks_bp
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
     # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
     # again with the patient's answers kept, instead of a bare 400.
     csrf.exempt(survey_bp)
-    app.register_blueprint(api_bp)
-    app.register_blueprint(survey_bp)
+    # Providers sign their posts (checked in each view); one-click unsubscribe carries no cookie.
+    csrf.exempt(webhooks_bp)
+    csrf.exempt(unsubscribe_bp)
+    for blueprint in (api_bp, survey_bp, unsubscribe_bp, webhooks_bp):
+        app.register_blueprint(blueprint)
 
     @app.get("/healthz")
     def healthz():

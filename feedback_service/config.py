@@ -8,6 +8,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULTS_FILE = PROJECT_ROOT / "config" / "settings.toml"
 ENV_PREFIX = "FEEDBACK_"
+# The providers' own variable names, read as they are (secrets among them: never in settings.toml).
+PROVIDER_ENV = ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_MESSAGING_SERVICE_SID", "TWILIO_FROM_NUMBER",
+                "TWILIO_API_BASE_URL", "SENDGRID_API_KEY", "SENDGRID_FROM_EMAIL", "SENDGRID_API_BASE_URL",
+                "SENDGRID_WEBHOOK_PUBLIC_KEY")
 
 
 def _coerce(value: str, like):
@@ -36,6 +40,12 @@ def load_settings(environ=None) -> dict:
     # SECRET_KEY has no default on purpose: it must come from the environment.
     settings["SECRET_KEY"] = environ.get(ENV_PREFIX + "SECRET_KEY", "")
     return settings
+
+
+def load_provider_settings(environ=None) -> dict:
+    """Twilio and SendGrid credentials and endpoints, under the providers' own names ("" if unset)."""
+    environ = os.environ if environ is None else environ
+    return {name: environ.get(name, "").strip() for name in PROVIDER_ENV}
 
 
 def project_path(value: str) -> Path:

@@ -14,7 +14,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 
-from .channels.base import Delivery
+from .channels.base import Delivery, Pacer
 from .events.models import Event
 from .events.schemas import EventIn
 from .events.services import record_events
@@ -63,6 +63,7 @@ class _KeptChannel:
     """Accepts every message and keeps its survey link so simulated patients can answer."""
 
     name = "demo"
+    pacer = Pacer(None)
 
     def __init__(self):
         self.links: dict[int, str] = {}

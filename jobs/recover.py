@@ -1,4 +1,5 @@
-"""Mark invitations a dead worker left in "sending" as "unknown" (never resent blindly)."""
+"""Settle what a dead worker left in "sending": rows never handed over go back to the queue,
+rows that were become "unknown" (never resent blindly)."""
 from __future__ import annotations
 
 from datetime import timedelta

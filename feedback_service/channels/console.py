@@ -7,7 +7,7 @@ import sys
 import uuid
 from dataclasses import asdict
 
-from .base import Delivery, Message, TransientSendError
+from .base import Delivery, Message, Pacer, TransientSendError
 
 
 class ConsoleChannel:
@@ -15,6 +15,7 @@ class ConsoleChannel:
 
     def __init__(self, outbox: str | None = None):
         self.outbox = outbox or None
+        self.pacer = Pacer(None)
 
     def send(self, message: Message) -> Delivery:
         record = asdict(message)

@@ -5,16 +5,56 @@ from flask import current_app
 
 from .base import MEDIA, Channel
 from .console import ConsoleChannel
+from .sendgrid_email import SendGridChannel
+from .twilio_sms import TwilioChannel
+
+# The provider each medium uses when its credentials are set and the setting says "auto".
+PROVIDERS = {"sms": ("twilio", "TWILIO_ACCOUNT_SID"), "email": ("sendgrid", "SENDGRID_API_KEY")}
+
+
+def webhook_url(config, path: str) -> str:
+    return config["FEEDBACK_BASE_URL"].rstrip("/") + path
+
+
+def _twilio(config) -> Channel:
+    return TwilioChannel(
+        config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
+        status_callback=webhook_url(config, "/webhooks/twilio/status"),
+        messaging_service_sid=config["TWILIO_MESSAGING_SERVICE_SID"], from_number=config["TWILIO_FROM_NUMBER"],
+        api_base_url=config["TWILIO_API_BASE_URL"], rate=config["FEEDBACK_SMS_RATE_PER_SECOND"],
+        timeout=config["FEEDBACK_PROVIDER_TIMEOUT_SECONDS"])
+
+
+def _sendgrid(config) -> Channel:
+    return SendGridChannel(
+        config["SENDGRID_API_KEY"], config["SENDGRID_FROM_EMAIL"], api_base_url=config["SENDGRID_API_BASE_URL"],
+        rate=config["FEEDBACK_EMAIL_RATE_PER_SECOND"], timeout=config["FEEDBACK_PROVIDER_TIMEOUT_SECONDS"])
+
+
+def _console(config) -> Channel:
+    return ConsoleChannel(config["FEEDBACK_CONSOLE_OUTBOX"])
+
+
+# channel name -> (media it can carry, factory)
+FACTORIES = {"console": (MEDIA, _console), "twilio": (("sms",), _twilio), "sendgrid": (("email",), _sendgrid)}
+
+
+def channel_name(config, medium: str) -> str:
+    name = config[f"FEEDBACK_{medium.upper()}_CHANNEL"]
+    if name == "auto":
+        provider, credential = PROVIDERS[medium]
+        return provider if config.get(credential) else "console"
+    return name
 
 
 def build_channels(config) -> dict[str, Channel]:
-    factories = {"console": lambda: ConsoleChannel(config["FEEDBACK_CONSOLE_OUTBOX"])}
     channels = {}
     for medium in MEDIA:
-        name = config[f"FEEDBACK_{medium.upper()}_CHANNEL"]
-        if name not in factories:
-            raise RuntimeError(f"FEEDBACK_{medium.upper()}_CHANNEL: unknown channel {name!r}")
-        channels[medium] = factories[name]()
+        name = channel_name(config, medium)
+        media, factory = FACTORIES.get(name, ((), None))
+        if medium not in media:
+            raise RuntimeError(f"FEEDBACK_{medium.upper()}_CHANNEL: {name!r} cannot carry {medium}")
+        channels[medium] = factory(config)
     return channels
 
 

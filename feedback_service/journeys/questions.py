@@ -12,7 +12,8 @@ KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 # Question keys name the survey form's fields, so they must not shadow what a form already has.
 RESERVED_KEYS = frozenset(n for n in dir(wtforms.Form) if not n.startswith("_")) | {
     "meta", "form_errors", "csrf_token", "submit", "hidden_tag", "is_submitted", "validate_on_submit", "recaptcha"}
-MIN_QUESTIONS, MAX_QUESTIONS = 2, 5
+# One question is a text survey: asked in the SMS itself, answered by replying.
+MIN_QUESTIONS, MAX_QUESTIONS = 1, 5
 MAX_TEXT_ANSWER = 2000
 
 # type -> (lowest, highest, default better end); None where the type has no numeric scale.
@@ -164,6 +165,46 @@ def choices(question: dict, locale: str) -> list[tuple[str, str]]:
 
 
 YES_NO = {"en": ("Yes", "No"), "es": ("Sí", "No")}
+# Replies read as yes or no to a text survey, in any of our languages.
+SMS_YES = {"y", "yes", "si", "sí", "s", "yeah", "yep"}
+SMS_NO = {"n", "no", "nope"}
+SMS_ANSWERABLE = ("rating", "effort", "nps", "yes_no", "single_choice")
+
+
+def sms_question(questions: list[dict]) -> dict | None:
+    """The question of a survey that can be answered by replying to a text: exactly one closed one."""
+    if len(questions) == 1 and questions[0]["type"] in SMS_ANSWERABLE:
+        return questions[0]
+    return None
+
+
+def parse_sms_answer(question: dict, reply: str) -> str | None:
+    """The answer value in a patient's text reply ("4", "4 stars", "Yes!", "2" for the second
+    option), or None when the reply does not read as one."""
+    words = re.findall(r"[^\W_]+", reply.lower())
+    numbers = [int(w) for w in words if w.isdigit()]
+    qtype = question["type"]
+    if qtype in SCALES:
+        low, high, _ = SCALES[qtype]
+        # One number in range, and nothing else that looks like an answer ("4 or 5" is not one).
+        if len(numbers) == 1 and low <= numbers[0] <= high:
+            return str(numbers[0])
+        return None
+    if qtype == "yes_no":
+        said = set(words) & (SMS_YES | SMS_NO)
+        if len(said) == 1:
+            return "yes" if said <= SMS_YES else "no"
+        return None
+    if qtype == "single_choice":
+        options = question["options"]
+        if len(numbers) == 1 and 1 <= numbers[0] <= len(options) and len(words) <= 3:
+            return options[numbers[0] - 1]["value"]
+        text = " ".join(words)
+        matches = [o["value"] for o in options
+                   if text and any(text == " ".join(re.findall(r"[^\W_]+", label.lower()))
+                                   for label in o["label"].values())]
+        return matches[0] if len(matches) == 1 else None
+    return None
 
 
 def goodness(question: dict, value: str) -> float | None:

@@ -1,7 +1,7 @@
 """Patient records and opt-outs."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -60,3 +60,11 @@ def opt_out(medium: str, address: str | None, source: str) -> bool:
         db.session.rollback()
         return False
     return True
+
+
+def opt_in(medium: str, address: str) -> bool:
+    """The address asked for surveys again (START by text); returns whether it had opted out."""
+    removed = db.session.execute(delete(OptOut).where(
+        OptOut.medium == medium, OptOut.address == normalise_address(medium, address))).rowcount
+    db.session.commit()
+    return bool(removed)

@@ -54,12 +54,23 @@ def thanks(token: str):
 
 @bp.route("/<token>/stop", methods=["GET", "POST"])
 def stop(token: str):
+    # Links sent before /unsubscribe existed keep working.
+    return redirect(url_for("unsubscribe.unsubscribe", token=token), 308)
+
+
+unsubscribe_bp = Blueprint("unsubscribe", __name__)
+
+
+@unsubscribe_bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str):
+    """GET asks to confirm (link scanners and previews must not opt anyone out); POST opts out at
+    once: the confirm button, or a mail provider's RFC 8058 one-click, which carries no cookie and
+    so no CSRF token. The token itself is the secret that proves the link was ours."""
     invitation = stoppable_invitation(token)
     if invitation is None:
         return _unavailable()
     locale = invitation.locale
-    form = build_survey_form([], locale)
-    if form.validate_on_submit():
+    if request.method == "POST":
         opt_out_invitation(invitation)
         return render_template("survey/stopped.html", t=texts_for(locale), locale=locale)
-    return render_template("survey/stop.html", form=form, t=texts_for(locale), locale=locale, token=token)
+    return render_template("survey/stop.html", t=texts_for(locale), locale=locale, token=token)

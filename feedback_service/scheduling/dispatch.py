@@ -1,33 +1,37 @@
 """The dispatcher: claim due invitations, send each through its channel, record the outcome.
 
 Several workers may run this at once. A row is claimed by moving it from "scheduled" to
-"sending" in a committed transaction before anything is sent, so no two workers send it; it
-becomes "sent" in a second commit after the provider accepted it. A worker that dies between
-the two leaves the row in "sending"; once the lease passes it becomes "unknown" and is never
-resent blindly (at most once delivery).
+"sending" in a committed transaction before anything is sent, so no two workers send it; just
+before the provider is called its `send_started_at` is committed; it becomes "sent" in a last
+commit after the provider accepted it. A worker that dies leaves the row in "sending": once the
+lease passes, a row never handed over goes back to the queue, and one that was becomes "unknown"
+and is never resent blindly (at most once delivery).
 """
 from __future__ import annotations
 
 import logging
 import random
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select, update
 
-from ..channels.base import Channel, SendError
+from ..channels.base import Channel, Delivery, Message, SendError, UncertainSendError
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
 from ..extensions import db
 from ..patients.models import Patient
+from ..patients.services import opt_out
 from ..rollups.services import record_sent
 from ..security import hash_secret, new_token
 from ..sqltypes import utcnow
+from .delivery import confirm_sent
 from .models import Invitation
 from .rules import SendPolicy, next_send_time, next_sms_slot
-from .services import channel_block, texts_out
+from .services import channel_block, fail_over, has_texted, texts_out
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,10 @@ class DispatchReport:
 
 def survey_url(token: str) -> str:
     return f"{current_app.config['FEEDBACK_BASE_URL'].rstrip('/')}/s/{token}"
+
+
+def unsubscribe_url(token: str) -> str:
+    return f"{current_app.config['FEEDBACK_BASE_URL'].rstrip('/')}/unsubscribe/{token}"
 
 
 def claim_due(now, worker: str, limit: int) -> dict[int, str]:
@@ -75,61 +83,152 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
     return claimed
 
 
-def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100,
-                 max_attempts: int = 5, channels: Mapping[str, Channel] | None = None) -> DispatchReport:
-    """Send one batch of due invitations, through the app's channels unless others are given."""
-    now = now or utcnow()
+def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100, max_attempts: int = 5,
+                 channels: Mapping[str, Channel] | None = None, concurrency: int | None = None) -> DispatchReport:
+    """Send one batch of due invitations, through the app's channels unless others are given.
+
+    The rules are checked and messages composed here; the provider calls run in a pool of
+    threads, each channel paced to its rate, so a slow provider does not serialise the batch.
+    Only this thread touches the session; sending threads write one guarded UPDATE of their own."""
+    clock = utcnow()
+    now = now or clock
     report = DispatchReport()
     claimed = claim_due(now, worker, batch_size)
     report.claimed = len(claimed)
-    for inv_id, token in claimed.items():
-        invitation = db.session.get(Invitation, inv_id)
-        channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
-        try:
-            outcome, values = _attempt(invitation, token, channel, policy, now, max_attempts)
-        except Exception:
-            # Something broke before anything was handed to a channel: back in the queue.
-            db.session.rollback()
-            log.exception("invitation %s: error before sending", inv_id)
-            outcome, values = _requeue(invitation, now, max_attempts, "error before sending")
-        report.add(outcome if _finish(inv_id, worker, outcome, values) else "lost")
-    if claimed:
-        log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
+    if not claimed:
+        return report
+    concurrency = concurrency or current_app.config["FEEDBACK_SEND_CONCURRENCY"]
+    engine = db.engine
+    in_flight: dict[Future, int] = {}
+
+    def collect(done) -> None:
+        for future in done:
+            invitation = db.session.get(Invitation, in_flight.pop(future))
+            result = future.result()
+            # On the batch's clock, which a simulation (the demo, tests) may have set in the past.
+            result.at = result.at and now + (result.at - clock)
+            _record(report, invitation, worker, *_outcome(invitation, result, max_attempts))
+
+    with ThreadPoolExecutor(max_workers=min(concurrency, len(claimed)), thread_name_prefix="send") as pool:
+        for inv_id, token in claimed.items():
+            invitation = db.session.get(Invitation, inv_id)
+            channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
+            try:
+                prepared = _prepare(invitation, token, policy, now, max_attempts)
+            except Exception:
+                # Something broke before anything was handed to a channel: back in the queue.
+                db.session.rollback()
+                log.exception("invitation %s: error before sending", inv_id)
+                prepared = _requeue(invitation, now, max_attempts, "error before sending")
+            if isinstance(prepared, Message):
+                if len(in_flight) >= concurrency:
+                    collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+                in_flight[pool.submit(_send, engine, worker, inv_id, channel, prepared)] = inv_id
+            else:
+                _record(report, invitation, worker, *prepared)
+        while in_flight:
+            collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+    log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
     return report
 
 
-_RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None}
+@dataclass
+class SendResult:
+    """What a sending thread reports: the provider's receipt, its refusal, or a doubt."""
+
+    started: bool = True
+    delivery: Delivery | None = None
+    error: SendError | None = None
+    doubt: str | None = None
+    at: datetime | None = None
 
 
-def _finish(inv_id: int, worker: str, outcome: str, values: dict) -> bool:
+def _send(engine, worker: str, inv_id: int, channel: Channel, message: Message) -> SendResult:
+    """In a sending thread: wait for the provider's pace, record that the message is being handed
+    over (so a crash from here on leaves it in doubt, never resent), then hand it over."""
+    channel.pacer.wait()
+    table = Invitation.__table__
+    with engine.begin() as conn:
+        started = conn.execute(
+            update(table).where(table.c.id == inv_id, table.c.claimed_by == worker, table.c.status == "sending",
+                                table.c.send_started_at.is_(None))
+            .values(send_started_at=utcnow())).rowcount == 1
+    if not started:  # the claim was given back (a lease that ran out): someone else has it now
+        return SendResult(started=False)
+    try:
+        return SendResult(delivery=channel.send(message), at=utcnow())
+    except SendError as exc:
+        return SendResult(error=exc, at=utcnow())
+    except UncertainSendError as exc:
+        return SendResult(doubt=str(exc), at=utcnow())
+    except Exception:
+        # The channel broke in a way we cannot read: it may or may not have sent.
+        log.exception("invitation %s: channel raised an unexpected error", inv_id)
+        return SendResult(doubt="channel raised an unexpected error", at=utcnow())
+
+
+def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> tuple[str, dict | None]:
+    if not result.started:
+        return "lost", None
+    if result.delivery is not None:
+        return "sent", {"status": "sent", "sent_at": result.at, "delivery_status": result.delivery.status,
+                        "provider_message_id": result.delivery.provider_message_id}
+    if result.doubt is not None:
+        log.error("invitation %s: outcome unknown, not resent: %s", invitation.id, result.doubt)
+        return "unknown", {"status": "unknown", "last_error": result.doubt[:200]}
+    exc = result.error
+    error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
+    log.warning("invitation %s: send error %s", invitation.id, exc.code or type(exc).__name__)
+    if exc.transient:
+        return _requeue(invitation, result.at, max_attempts, error, exc.code)
+    return _failed(error, exc.code, address_blocked=exc.address_blocked)
+
+
+def _record(report: DispatchReport, invitation: Invitation, worker: str, outcome: str, values: dict | None) -> None:
+    applied = values is not None and _finish(invitation, worker, outcome, values)
+    report.add(outcome if applied else "lost")
+
+
+_RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None,
+             "send_started_at": None}
+
+
+def _finish(invitation: Invitation, worker: str, outcome: str, values: dict) -> bool:
     """Record an outcome, unless the row changed under us (a lease that ran out during a very slow
     send, then an answer): whatever happened to it then stands."""
+    address, blocked = invitation.sent_to, values.pop("address_blocked", False)
     applied = db.session.execute(
         update(Invitation)
-        .where(Invitation.id == inv_id, Invitation.claimed_by == worker,
+        .where(Invitation.id == invitation.id, Invitation.claimed_by == worker,
                Invitation.status.in_(("sending", "unknown")))
         .values(**values)
     ).rowcount == 1
     if applied and outcome == "sent":
-        record_sent(db.session.get(Invitation, inv_id))
+        record_sent(invitation)
+    if applied and outcome == "failed" and values.get("error_code"):
+        # The provider refused this address: the rule's next channel gets its chance.
+        fail_over(invitation, utcnow())
     db.session.commit()
+    if applied and blocked:
+        opt_out(invitation.channel, address, source=f"provider:{values['error_code']}")
     return applied
 
 
-def _failed(error: str) -> tuple[str, dict]:
-    return "failed", {**_RELEASED, "status": "failed", "last_error": error}
+def _failed(error: str, code: str | None = None, address_blocked: bool = False) -> tuple[str, dict]:
+    return "failed", {**_RELEASED, "status": "failed", "last_error": error, "error_code": code,
+                      "address_blocked": address_blocked}
 
 
-def _requeue(invitation: Invitation, now, max_attempts: int, error: str) -> tuple[str, dict]:
+def _requeue(invitation: Invitation, now, max_attempts: int, error: str, code: str | None = None) -> tuple[str, dict]:
     if invitation.attempts < max_attempts:
         return "retry", {**_RELEASED, "status": "scheduled", "send_at": now + _backoff(invitation.attempts),
-                         "last_error": error}
-    return _failed(error)
+                         "last_error": error, "error_code": code}
+    return _failed(error, code)
 
 
-def _attempt(invitation: Invitation, token: str, channel: Channel, policy: SendPolicy, now,
-             max_attempts: int) -> tuple[str, dict]:
-    """Check the rules again, send, and say what to record: (outcome, column values)."""
+def _prepare(invitation: Invitation, token: str, policy: SendPolicy, now, max_attempts: int):
+    """Check the rules again and compose the message; or say what to record instead:
+    (outcome, column values)."""
     patient = invitation.patient
     if policy.too_late(invitation.send_at, now):
         return "expired", {**_RELEASED, "status": "expired"}
@@ -147,26 +246,13 @@ def _attempt(invitation: Invitation, token: str, channel: Channel, policy: SendP
     if slot > now:
         return "deferred", {**_RELEASED, "status": "scheduled", "send_at": slot,
                             "attempts": Invitation.attempts - 1}
-
+    first_text = invitation.channel == "sms" and not has_texted(invitation.sent_to, invitation.id)
     try:
-        message = invitation_message(invitation, survey_url(token))
+        return invitation_message(invitation, survey_url(token), unsubscribe_url(token), first_text)
     except Exception:
         # Nothing left us: a broken template is a failure, not a doubt.
         log.exception("invitation %s: could not compose the message", invitation.id)
         return _failed("could not compose the message")
-    try:
-        delivery = channel.send(message)
-    except SendError as exc:
-        error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
-        log.warning("invitation %s: send error: %s", invitation.id, exc.code or type(exc).__name__)
-        if exc.transient:
-            return _requeue(invitation, now, max_attempts, error)
-        return _failed(error)
-    except Exception:
-        # The channel broke in a way we cannot read: it may or may not have sent.
-        log.exception("invitation %s: outcome unknown", invitation.id)
-        return "unknown", {"status": "unknown", "last_error": "channel raised an unexpected error"}
-    return "sent", {"status": "sent", "sent_at": now, "provider_message_id": delivery.provider_message_id}
 
 
 def _backoff(attempt: int) -> timedelta:
@@ -176,17 +262,28 @@ def _backoff(attempt: int) -> timedelta:
 
 
 def recover_stale(now=None, lease: timedelta = timedelta(minutes=5)) -> int:
-    """Mark invitations stuck in "sending" past their lease as "unknown"; they are not resent."""
+    """Settle invitations a worker left in "sending" past their lease: those it never handed to a
+    provider go back to the queue; those it did become "unknown" and are not resent blindly.
+    Returns how many were in doubt."""
     now = now or utcnow()
-    result = db.session.execute(
-        update(Invitation)
-        .where(Invitation.status == "sending", Invitation.claimed_at < now - lease)
+    stale = (Invitation.status == "sending", Invitation.claimed_at < now - lease)
+    requeued = db.session.execute(
+        update(Invitation).where(*stale, Invitation.send_started_at.is_(None))
+        .values(**_RELEASED, status="scheduled", attempts=Invitation.attempts - 1,
+                last_error="worker stopped before sending; requeued")
+    ).rowcount
+    doubt = db.session.execute(
+        update(Invitation).where(*stale, Invitation.send_started_at.is_not(None))
         .values(status="unknown", last_error="worker stopped mid-send; outcome unknown")
-    )
+    ).rowcount
+    # The provider may have told us about some already (a status callback beat the crash).
+    for invitation in db.session.scalars(select(Invitation).where(
+            Invitation.status == "unknown", Invitation.delivery_status.is_not(None))):
+        doubt -= confirm_sent(invitation)
     db.session.commit()
-    if result.rowcount:
-        log.warning("recover: %d invitations in doubt marked unknown", result.rowcount)
-    return result.rowcount
+    if requeued or doubt:
+        log.warning("recover: %d claims given back, %d invitations in doubt marked unknown", requeued, doubt)
+    return doubt
 
 
 def expire_unanswered(policy: SendPolicy, now=None) -> int:

@@ -8,9 +8,11 @@ from ..extensions import db
 from ..sqltypes import UTCDateTime, utcnow
 
 # scheduled -> sending -> sent -> answered
-#                      -> scheduled (transient error, retried later) | failed
+#                      -> scheduled (transient error, retried later) | failed (-> a new row on
+#                         the rule's next channel)
 #           -> skipped (reason) | expired
-# sending left past its lease -> unknown (never resent blindly)
+# sending past its lease -> scheduled if never handed to a provider, else unknown (never resent
+# blindly; a provider callback, an event or an answer for it proves it went out: -> sent)
 STATUSES = ("scheduled", "sending", "sent", "answered", "failed", "expired", "skipped", "unknown")
 
 
@@ -30,6 +32,9 @@ class Invitation(db.Model):
     touchpoint_id: Mapped[int] = mapped_column(ForeignKey("touchpoints.id"))
     question_set_version_id: Mapped[int] = mapped_column(ForeignKey("question_set_versions.id"))
     channel: Mapped[str | None] = mapped_column(db.String(10), nullable=True)  # sms | email
+    # The rule's channel order ("sms,email"): after a permanent failure the next one is tried.
+    channels: Mapped[str | None] = mapped_column(db.String(40), nullable=True)
+    replaces_id: Mapped[int | None] = mapped_column(ForeignKey("invitations.id"), nullable=True)
     locale: Mapped[str] = mapped_column(db.String(20))
     status: Mapped[str] = mapped_column(db.String(12), default="scheduled")
     skip_reason: Mapped[str | None] = mapped_column(db.String(40), nullable=True)
@@ -37,15 +42,25 @@ class Invitation(db.Model):
     link_ttl_days: Mapped[int]
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(db.String(200), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(db.String(40), nullable=True)  # the provider's
     claimed_at = mapped_column(UTCDateTime, nullable=True)
     claimed_by: Mapped[str | None] = mapped_column(db.String(80), nullable=True)
+    # Set (committed) just before the message is handed to the provider: a claimed row without it
+    # surely never left us, so a dead worker's claim on it can be given back to the queue.
+    send_started_at = mapped_column(UTCDateTime, nullable=True)
     # sha256 of the survey-link token; the token itself exists only in the sent message.
     token_hash: Mapped[str | None] = mapped_column(db.String(64), unique=True, nullable=True)
-    provider_message_id: Mapped[str | None] = mapped_column(db.String(100), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(db.String(100), nullable=True, index=True)
     # The address the message went to (fixed when claimed): text limits count per handset, and a
     # "stop" from this link opts out this address.
     sent_to: Mapped[str | None] = mapped_column(db.String(254), nullable=True)
     sent_at = mapped_column(UTCDateTime, nullable=True)
+    # What the provider said since: queued, sent, delivered, undelivered, failed (Twilio);
+    # processed, deferred, delivered, bounce, dropped (SendGrid).
+    delivery_status: Mapped[str | None] = mapped_column(db.String(20), nullable=True)
+    delivered_at = mapped_column(UTCDateTime, nullable=True)
+    # The one polite "please reply with a number" a text survey gets.
+    reply_prompted_at = mapped_column(UTCDateTime, nullable=True)
     expires_at = mapped_column(UTCDateTime, nullable=True)
     opened_at = mapped_column(UTCDateTime, nullable=True)
     answered_at = mapped_column(UTCDateTime, nullable=True)

@@ -46,9 +46,35 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
         status="scheduled" if channel else "skipped", skip_reason=reason,
         send_at=send_at if channel else None,
         link_ttl_days=rule.link_ttl_days if rule.link_ttl_days is not None else policy.link_ttl_days,
+        channels=",".join(rule.channels),
     )
     db.session.add(invitation)
     return invitation, reason
+
+
+def fail_over(invitation: Invitation, now) -> Invitation | None:
+    """After a permanent failure on one channel, a new invitation on the next channel of the rule's
+    order that may carry it (consent, address, opt-outs), due now; None if there is none."""
+    order = (invitation.channels or "").split(",")
+    later = order[order.index(invitation.channel) + 1:] if invitation.channel in order else []
+    for medium in later:
+        if channel_block(invitation.patient, medium) is None:
+            successor = Invitation(
+                event_id=invitation.event_id, patient_id=invitation.patient_id, journey_id=invitation.journey_id,
+                stage_id=invitation.stage_id, touchpoint_id=invitation.touchpoint_id,
+                question_set_version_id=invitation.question_set_version_id, locale=invitation.locale,
+                channel=medium, channels=invitation.channels, replaces_id=invitation.id, status="scheduled",
+                send_at=now, link_ttl_days=invitation.link_ttl_days)
+            db.session.add(successor)
+            return successor
+    return None
+
+
+def has_texted(phone: str, other_than: int) -> bool:
+    """Whether this number ever got (or may have got) a text from us before."""
+    return db.session.scalar(select(Invitation.id).where(
+        Invitation.channel == "sms", Invitation.sent_to == phone, Invitation.id != other_than,
+        or_(Invitation.sent_at.is_not(None), Invitation.status == "unknown")).limit(1)) is not None
 
 
 def _pick_channel(patient, channels: list[str], send_at, now, policy: SendPolicy) -> tuple[str | None, str | None]:

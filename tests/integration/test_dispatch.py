@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from feedback_service import create_app
+from feedback_service.channels.base import Pacer
 from feedback_service.channels.console import ConsoleChannel
 from feedback_service.extensions import db
 from feedback_service.scheduling.dispatch import dispatch_due
@@ -132,6 +133,7 @@ class _DroppedAfterAccepting:
     """A provider that takes the message, then the connection drops before it answers."""
 
     name = "flaky"
+    pacer = Pacer(None)
 
     def __init__(self, outbox):
         self.inner = ConsoleChannel(str(outbox))

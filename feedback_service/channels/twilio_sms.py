@@ -1,0 +1,90 @@
+"""SMS through Twilio's Messages API, with the official SDK."""
+from __future__ import annotations
+
+import threading
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+from urllib3.exceptions import NewConnectionError
+
+from .base import Delivery, Message, Pacer, PermanentSendError, SendError, TransientSendError, UncertainSendError
+
+# Twilio error codes that mean this number will not take our texts: 21610 is a STOP the carrier
+# recorded (Twilio refuses every later send to it).
+BLOCKED_CODES = {21610}
+
+
+class TwilioChannel:
+    name = "twilio"
+
+    def __init__(self, account_sid: str, auth_token: str, *, status_callback: str,
+                 messaging_service_sid: str = "", from_number: str = "", api_base_url: str = "",
+                 rate: float | None = None, timeout: float = 15.0):
+        if not (messaging_service_sid or from_number):
+            raise RuntimeError("Twilio needs TWILIO_MESSAGING_SERVICE_SID or TWILIO_FROM_NUMBER")
+        self.account_sid, self.auth_token = account_sid, auth_token
+        self.sender = ({"messaging_service_sid": messaging_service_sid} if messaging_service_sid
+                       else {"from_": from_number})
+        self.status_callback = status_callback
+        self.api_base_url = api_base_url.rstrip("/")
+        self.timeout = timeout
+        self.pacer = Pacer(rate)
+        self._local = threading.local()
+
+    def _client(self) -> Client:
+        # One client (and connection pool) per sending thread: requests sessions are not thread-safe.
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = Client(self.account_sid, self.auth_token, http_client=TwilioHttpClient(timeout=self.timeout))
+            if self.api_base_url:
+                client.api.base_url = self.api_base_url
+            self._local.client = client
+        return client
+
+    def send(self, message: Message) -> Delivery:
+        try:
+            sent = self._client().messages.create(
+                to=message.to, body=message.body, **self.sender,
+                # The invitation id rides in the (signed) callback URL, so a status matches its
+                # invitation even before the message's sid is stored, or after a crash lost it.
+                status_callback=f"{self.status_callback}?invitation={message.invitation_id}")
+        except TwilioRestException as exc:
+            raise _error(exc) from None
+        except requests.RequestException as exc:
+            if _never_reached(exc):
+                raise TransientSendError(f"Twilio unreachable: {type(exc).__name__}", code="unreachable") from None
+            # The request may have reached Twilio: look before anyone sends it again.
+            return self._find(message, exc)
+        return Delivery(sent.sid, sent.status)
+
+    def _find(self, message: Message, cause: Exception) -> Delivery:
+        """Twilio's own record of texts to this number says whether ours went out: each carries a
+        link token of its own."""
+        try:
+            for sent in self._client().messages.list(to=message.to, limit=20):
+                if message.survey_url in (sent.body or ""):
+                    return Delivery(sent.sid, sent.status)
+        except (TwilioRestException, requests.RequestException) as exc:
+            raise UncertainSendError(f"no answer from Twilio ({type(cause).__name__}), "
+                                     f"and the look-up failed ({type(exc).__name__})") from None
+        raise TransientSendError(f"no answer from Twilio ({type(cause).__name__}); it has no such message",
+                                 code="timeout")
+
+
+def _error(exc: TwilioRestException) -> SendError:
+    code = str(exc.code or exc.status)
+    text = f"Twilio {exc.status}: {exc.msg}"
+    # 401/403 are our credentials or account, not the patient's number: retry, do not fail over.
+    if exc.status in (401, 403, 429) or exc.status >= 500:
+        return TransientSendError(text, code=code)
+    return PermanentSendError(text, code=code, address_blocked=exc.code in BLOCKED_CODES)
+
+
+def _never_reached(exc: requests.RequestException) -> bool:
+    """Whether the request surely never left us (no connection was made)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
