@@ -146,8 +146,9 @@ def csrf_of(html: str) -> str:
 
 @pytest.fixture
 def new_journey(app, tmp_path):
-    """Load a journey of the test's own (a copy of general-care under a fresh slug)."""
-    def make(**rule_overrides) -> str:
+    """Load a journey of the test's own (a copy of general-care under a fresh slug). Overrides
+    apply to every rule; `rules={"booking": {...}}` to one event type's rule."""
+    def make(rules: dict | None = None, **rule_overrides) -> str:
         slug = uid("j")
         src = PROJECT_ROOT / "surveys" / "general-care"
         dest = tmp_path / slug
@@ -157,7 +158,7 @@ def new_journey(app, tmp_path):
             if f.name == "journey.yaml":
                 doc["slug"], doc["default"] = slug, False
                 for rule in doc["rules"]:
-                    rule.update(rule_overrides)
+                    rule.update(rule_overrides, **(rules or {}).get(rule["event"], {}))
             (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
         with app.app_context():
             load_library(tmp_path)
@@ -177,3 +178,97 @@ def run_jobs(app):
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout.strip().splitlines()[-1])
     return run
+
+
+# -- Twilio and SendGrid, through their real SDKs, against fakes on 127.0.0.1 -----------------
+
+TWILIO_SID = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "test-auth-token-" + uuid.uuid4().hex
+TWILIO_SERVICE = "MG" + "fedcba9876543210" * 2
+SENDGRID_KEY = "SG.test-" + uuid.uuid4().hex
+SENDER = "surveys@riverside.example"
+
+
+@pytest.fixture(scope="session")
+def fakes():
+    from tests.fake_providers import FakeProvider
+    twilio, sendgrid = FakeProvider(), FakeProvider()
+    yield twilio, sendgrid
+    twilio.close()
+    sendgrid.close()
+
+
+@pytest.fixture
+def fake_twilio(fakes):
+    fakes[0].reset()
+    return fakes[0]
+
+
+@pytest.fixture
+def fake_sendgrid(fakes):
+    fakes[1].reset()
+    return fakes[1]
+
+
+@pytest.fixture(scope="session")
+def sendgrid_signing_key():
+    """A P-256 key pair like the one SendGrid signs event-webhook posts with."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture(scope="session")
+def provider_settings(settings, fakes, sendgrid_signing_key) -> dict:
+    """Settings of a deployment with real providers: credentials, and the SDKs' base URLs on the fakes."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    public = sendgrid_signing_key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return {
+        **settings,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_MESSAGING_SERVICE_SID": TWILIO_SERVICE, "TWILIO_API_BASE_URL": fakes[0].url,
+        "SENDGRID_API_KEY": SENDGRID_KEY, "SENDGRID_FROM_EMAIL": SENDER, "SENDGRID_API_BASE_URL": fakes[1].url,
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": base64.b64encode(public).decode(),
+        "FEEDBACK_SMS_RATE_PER_SECOND": 0.0,  # no pacing unless a test asks for it
+        "FEEDBACK_EMAIL_RATE_PER_SECOND": 0.0,
+        "FEEDBACK_PROVIDER_TIMEOUT_SECONDS": 2.0,
+    }
+
+
+@pytest.fixture(scope="session")
+def provider_app(app, provider_settings):
+    """The service configured for Twilio and SendGrid, on the session's database."""
+    papp = create_app({"TESTING": True, **provider_settings})
+    yield papp
+    with papp.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def provider_client(provider_app):
+    return provider_app.test_client()
+
+
+def twilio_post(client, path: str, form: dict, *, token: str = TWILIO_TOKEN, base: str = "http://survey.test",
+                signature: str | None = None):
+    """POST a webhook as Twilio would, signed by the SDK's own code against our public URL."""
+    from twilio.request_validator import RequestValidator
+    signature = signature if signature is not None else RequestValidator(token).compute_signature(base + path, form)
+    return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
+
+
+def sendgrid_post(client, events, key, *, timestamp: str | None = None, body: str | None = None):
+    """POST event-webhook events as SendGrid would, signed with the P-256 key."""
+    import base64
+    import time as _time
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    raw = body if body is not None else json.dumps(events)
+    timestamp = timestamp or str(int(_time.time()))
+    signature = base64.b64encode(key.sign((timestamp + raw).encode(), ec.ECDSA(hashes.SHA256()))).decode()
+    return client.post("/webhooks/sendgrid/events", data=raw, content_type="application/json",
+                       headers={"X-Twilio-Email-Event-Webhook-Signature": signature,
+                                "X-Twilio-Email-Event-Webhook-Timestamp": timestamp})
