@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections import Counter
 
 from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.rules import SendPolicy
@@ -17,13 +16,8 @@ def interval(app) -> int:
 
 def run(app) -> dict:
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    totals: Counter[str] = Counter()
     with app.app_context():
-        policy = SendPolicy.from_config(app.config)
-        batch = app.config["FEEDBACK_DISPATCH_BATCH_SIZE"]
-        while True:
-            report = dispatch_due(policy, worker, batch_size=batch,
-                                  max_attempts=app.config["FEEDBACK_DISPATCH_MAX_ATTEMPTS"])
-            totals.update(report.outcomes)
-            if report.claimed < batch:
-                return dict(totals)
+        report = dispatch_due(SendPolicy.from_config(app.config), worker,
+                              batch_size=app.config["FEEDBACK_DISPATCH_BATCH_SIZE"],
+                              max_attempts=app.config["FEEDBACK_DISPATCH_MAX_ATTEMPTS"], until_idle=True)
+        return report.outcomes

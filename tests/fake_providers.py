@@ -156,6 +156,10 @@ class FakeProvider:
                 found = [m for m in reversed(self.messages) if m["to"] == seen.query.get("To", m["to"])]
             return 200, {"messages": found[:int(seen.query.get("PageSize", 50))], "next_page_uri": None,
                          "page": 0, "page_size": 50}, None
+        if path == "/_stats":  # for a benchmark running the fake in a process of its own
+            with self._lock:
+                return 200, {"posts": sum(r.method == "POST" for r in self.requests),
+                             "max_in_flight": self.max_in_flight}, None
         if path == SENDGRID_SEND and method == "POST":
             return 202, None, {"X-Message-Id": uuid.uuid4().hex[:22]}
         return 404, {"code": 20404, "message": "not found", "status": 404}, None
@@ -190,3 +194,12 @@ def _recipient(seen: Seen) -> str | None:
         return seen.form.get("To")
     personalizations = (seen.json or {}).get("personalizations") or [{}]
     return (personalizations[0].get("to") or [{}])[0].get("email")
+
+
+if __name__ == "__main__":
+    # python -m tests.fake_providers [LATENCY_SECONDS]: serve until killed, after printing the URL.
+    import sys
+    provider = FakeProvider()
+    provider.latency = float(sys.argv[1]) if len(sys.argv) > 1 else 0.0
+    print(provider.url, flush=True)
+    provider.thread.join()

@@ -63,14 +63,19 @@ def record_delivery(invitation: Invitation, status: str, error_code: str | None 
     if status in UNDELIVERED:
         if error_code:
             invitation.error_code = str(error_code)[:40]
-        # Only a message nobody answered fails: an answer proves it arrived after all.
-        failed = db.session.execute(
-            update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
-            .values(status="failed", last_error=f"provider: {status} {error_code or ''}".strip())
-        ).rowcount == 1
-        if failed:
-            fail_over(invitation, now)
+        fail_undelivered(invitation, now)
     db.session.commit()
+
+
+def fail_undelivered(invitation: Invitation, now) -> None:
+    """The provider could not deliver a sent message: fail it and try the rule's next channel. Only
+    a message nobody answered fails: an answer proves it arrived after all. Not committed."""
+    failed = db.session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
+        .values(status="failed", last_error=f"provider: {invitation.delivery_status} {invitation.error_code or ''}")
+    ).rowcount == 1
+    if failed:
+        fail_over(invitation, now)
 
 
 def record_opened(invitation: Invitation, now=None) -> None:

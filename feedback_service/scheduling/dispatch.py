@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import selectinload
 
 from ..channels.base import Channel, Delivery, Message, SendError, UncertainSendError
 from ..channels.messages import invitation_message
@@ -28,7 +30,7 @@ from ..patients.services import opt_out
 from ..rollups.services import record_sent
 from ..security import hash_secret, new_token
 from ..sqltypes import utcnow
-from .delivery import confirm_sent
+from .delivery import UNDELIVERED, confirm_sent, fail_undelivered
 from .models import Invitation
 from .rules import SendPolicy, next_send_time, next_sms_slot
 from .services import channel_block, fail_over, has_texted, texts_out
@@ -84,51 +86,71 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
 
 
 def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100, max_attempts: int = 5,
-                 channels: Mapping[str, Channel] | None = None, concurrency: int | None = None) -> DispatchReport:
-    """Send one batch of due invitations, through the app's channels unless others are given.
+                 channels: Mapping[str, Channel] | None = None, concurrency: int | None = None,
+                 until_idle: bool = False) -> DispatchReport:
+    """Send one batch of due invitations, or batch after batch until none is due (`until_idle`),
+    through the app's channels unless others are given.
 
     The rules are checked and messages composed here; the provider calls run in a pool of
-    threads, each channel paced to its rate, so a slow provider does not serialise the batch.
-    Only this thread touches the session; sending threads write one guarded UPDATE of their own."""
-    clock = utcnow()
-    now = now or clock
-    report = DispatchReport()
-    claimed = claim_due(now, worker, batch_size)
-    report.claimed = len(claimed)
-    if not claimed:
-        return report
+    threads, each channel paced to its rate, so a slow provider does not serialise the sends. The
+    next batch is claimed while the last sends of the one before are still out. Only this thread
+    touches the session; sending threads write one guarded UPDATE of their own."""
+    clock, fixed_now = utcnow(), now
     concurrency = concurrency or current_app.config["FEEDBACK_SEND_CONCURRENCY"]
     engine = db.engine
+    report = DispatchReport()
+    pending: deque[tuple[int, str, datetime]] = deque()
     in_flight: dict[Future, int] = {}
+    more = True
 
-    def collect(done) -> None:
-        for future in done:
+    def collect() -> None:
+        for future in wait(in_flight, return_when=FIRST_COMPLETED).done:
             invitation = db.session.get(Invitation, in_flight.pop(future))
             result = future.result()
-            # On the batch's clock, which a simulation (the demo, tests) may have set in the past.
-            result.at = result.at and now + (result.at - clock)
+            if fixed_now is not None:  # a simulation (the demo, tests) runs on a clock of its own
+                result.at = result.at and fixed_now + (result.at - clock)
             _record(report, invitation, worker, *_outcome(invitation, result, max_attempts))
 
-    with ThreadPoolExecutor(max_workers=min(concurrency, len(claimed)), thread_name_prefix="send") as pool:
-        for inv_id, token in claimed.items():
-            invitation = db.session.get(Invitation, inv_id)
-            channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
-            try:
-                prepared = _prepare(invitation, token, policy, now, max_attempts)
-            except Exception:
-                # Something broke before anything was handed to a channel: back in the queue.
-                db.session.rollback()
-                log.exception("invitation %s: error before sending", inv_id)
-                prepared = _requeue(invitation, now, max_attempts, "error before sending")
-            if isinstance(prepared, Message):
+    # Each outcome is committed on its own, and a commit would otherwise expire every row loaded
+    # for the batch, reloading them one by one. Outcomes are written with guarded UPDATEs that
+    # also refresh the loaded rows; opt-outs and text limits are always queried afresh.
+    session = db.session()
+    expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send") as pool:
+            while True:
+                if not pending and more:
+                    batch_now = fixed_now or utcnow()
+                    claimed = claim_due(batch_now, worker, batch_size)
+                    report.claimed += len(claimed)
+                    pending.extend((inv_id, token, batch_now) for inv_id, token in claimed.items())
+                    more = until_idle and len(claimed) == batch_size
+                    _load(claimed)
+                if not pending:
+                    if not in_flight:
+                        break
+                    collect()
+                    continue
+                inv_id, token, batch_now = pending.popleft()
+                invitation = db.session.get(Invitation, inv_id)
+                channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
+                try:
+                    prepared = _prepare(invitation, token, policy, batch_now, max_attempts)
+                except Exception:
+                    # Something broke before anything was handed to a channel: back in the queue.
+                    db.session.rollback()
+                    log.exception("invitation %s: error before sending", inv_id)
+                    prepared = _requeue(invitation, batch_now, max_attempts, "error before sending")
+                if not isinstance(prepared, Message):
+                    _record(report, invitation, worker, *prepared)
+                    continue
                 if len(in_flight) >= concurrency:
-                    collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
+                    collect()
                 in_flight[pool.submit(_send, engine, worker, inv_id, channel, prepared)] = inv_id
-            else:
-                _record(report, invitation, worker, *prepared)
-        while in_flight:
-            collect(wait(in_flight, return_when=FIRST_COMPLETED).done)
-    log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
+    finally:
+        session.expire_on_commit = expire_on_commit
+    if report.claimed:
+        log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
     return report
 
 
@@ -167,11 +189,20 @@ def _send(engine, worker: str, inv_id: int, channel: Channel, message: Message) 
         return SendResult(doubt="channel raised an unexpected error", at=utcnow())
 
 
+def _load(ids) -> None:
+    """Load a batch's rows and what composing their messages needs in a few queries, not per row."""
+    db.session.scalars(select(Invitation).where(Invitation.id.in_(list(ids))).options(
+        selectinload(Invitation.patient), selectinload(Invitation.event),
+        selectinload(Invitation.question_set_version)).execution_options(populate_existing=True)).all()
+
+
 def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> tuple[str, dict | None]:
     if not result.started:
         return "lost", None
     if result.delivery is not None:
-        return "sent", {"status": "sent", "sent_at": result.at, "delivery_status": result.delivery.status,
+        # A status callback may have beaten us here: it knows more than the provider's first answer.
+        return "sent", {"status": "sent", "sent_at": result.at,
+                        "delivery_status": func.coalesce(Invitation.delivery_status, result.delivery.status),
                         "provider_message_id": result.delivery.provider_message_id}
     if result.doubt is not None:
         log.error("invitation %s: outcome unknown, not resent: %s", invitation.id, result.doubt)
@@ -205,6 +236,9 @@ def _finish(invitation: Invitation, worker: str, outcome: str, values: dict) -> 
     ).rowcount == 1
     if applied and outcome == "sent":
         record_sent(invitation)
+        if invitation.delivery_status in UNDELIVERED:
+            # A status callback got here first, and the message did not arrive.
+            fail_undelivered(invitation, utcnow())
     if applied and outcome == "failed" and values.get("error_code"):
         # The provider refused this address: the rule's next channel gets its chance.
         fail_over(invitation, utcnow())
