@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rate", type=float, default=100.0, help="FEEDBACK_SMS_RATE_PER_SECOND")
     parser.add_argument("--latency", type=float, default=0.1, help="the fake API's answer time, seconds")
-    parser.add_argument("--concurrency", type=int, default=16, help="FEEDBACK_SEND_CONCURRENCY")
+    parser.add_argument("--concurrency", type=int, default=32, help="FEEDBACK_SEND_CONCURRENCY")
     parser.add_argument("--batch", type=int, default=100, help="FEEDBACK_DISPATCH_BATCH_SIZE")
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()

@@ -33,7 +33,7 @@ from ..sqltypes import utcnow
 from .delivery import UNDELIVERED, confirm_sent, fail_undelivered
 from .models import Invitation
 from .rules import SendPolicy, next_send_time, next_sms_slot
-from .services import channel_block, fail_over, has_texted, texts_out
+from .services import channel_block, fail_over, text_history
 
 log = logging.getLogger(__name__)
 
@@ -99,13 +99,13 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
     concurrency = concurrency or current_app.config["FEEDBACK_SEND_CONCURRENCY"]
     engine = db.engine
     report = DispatchReport()
-    pending: deque[tuple[int, str, datetime]] = deque()
-    in_flight: dict[Future, int] = {}
+    pending: deque[tuple[Invitation, str, datetime]] = deque()
+    in_flight: dict[Future, Invitation] = {}
     more = True
 
     def collect() -> None:
         for future in wait(in_flight, return_when=FIRST_COMPLETED).done:
-            invitation = db.session.get(Invitation, in_flight.pop(future))
+            invitation = in_flight.pop(future)
             result = future.result()
             if fixed_now is not None:  # a simulation (the demo, tests) runs on a clock of its own
                 result.at = result.at and fixed_now + (result.at - clock)
@@ -123,16 +123,16 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                     batch_now = fixed_now or utcnow()
                     claimed = claim_due(batch_now, worker, batch_size)
                     report.claimed += len(claimed)
-                    pending.extend((inv_id, token, batch_now) for inv_id, token in claimed.items())
+                    rows = _load(claimed)
+                    pending.extend((rows[inv_id], token, batch_now) for inv_id, token in claimed.items())
                     more = until_idle and len(claimed) == batch_size
-                    _load(claimed)
                 if not pending:
                     if not in_flight:
                         break
                     collect()
                     continue
-                inv_id, token, batch_now = pending.popleft()
-                invitation = db.session.get(Invitation, inv_id)
+                invitation, token, batch_now = pending.popleft()
+                inv_id = invitation.id
                 channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
                 try:
                     prepared = _prepare(invitation, token, policy, batch_now, max_attempts)
@@ -146,7 +146,7 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                     continue
                 if len(in_flight) >= concurrency:
                     collect()
-                in_flight[pool.submit(_send, engine, worker, inv_id, channel, prepared)] = inv_id
+                in_flight[pool.submit(_send, engine, worker, inv_id, channel, prepared)] = invitation
     finally:
         session.expire_on_commit = expire_on_commit
     if report.claimed:
@@ -189,11 +189,14 @@ def _send(engine, worker: str, inv_id: int, channel: Channel, message: Message) 
         return SendResult(doubt="channel raised an unexpected error", at=utcnow())
 
 
-def _load(ids) -> None:
-    """Load a batch's rows and what composing their messages needs in a few queries, not per row."""
-    db.session.scalars(select(Invitation).where(Invitation.id.in_(list(ids))).options(
-        selectinload(Invitation.patient), selectinload(Invitation.event),
-        selectinload(Invitation.question_set_version)).execution_options(populate_existing=True)).all()
+def _load(ids) -> dict[int, Invitation]:
+    """A batch's rows, with what composing their messages needs, in a few queries, not per row.
+    (Held by the caller: the session only keeps weak references.)"""
+    return {inv.id: inv for inv in db.session.scalars(
+        select(Invitation).where(Invitation.id.in_(list(ids)))
+        .options(selectinload(Invitation.patient), selectinload(Invitation.event),
+                 selectinload(Invitation.question_set_version))
+        .execution_options(populate_existing=True))}
 
 
 def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> tuple[str, dict | None]:
@@ -269,18 +272,19 @@ def _prepare(invitation: Invitation, token: str, policy: SendPolicy, now, max_at
     blocked = channel_block(patient, invitation.channel)
     if blocked:
         return "skipped", {**_RELEASED, "status": "skipped", "skip_reason": blocked}
-    earliest = now
+    earliest, first_text = now, False
     if invitation.channel == "sms":
         # Overdue texts (late events, a stopped worker, retries) can bunch up: the limits are
         # checked again against the texts that really went out, or are going, to this number.
-        earliest = next_sms_slot(now, texts_out(invitation), policy.sms_per_day, policy.sms_per_week)
+        times, texted_before = text_history(invitation)
+        earliest = next_sms_slot(now, times, policy.sms_per_day, policy.sms_per_week)
+        first_text = not texted_before
     # A due row found at night (worker was down, or a retry) waits for the morning.
     tz = patient.timezone or policy.default_timezone
     slot = next_send_time(earliest, tz, policy.window_start, policy.window_end)
     if slot > now:
         return "deferred", {**_RELEASED, "status": "scheduled", "send_at": slot,
                             "attempts": Invitation.attempts - 1}
-    first_text = invitation.channel == "sms" and not has_texted(invitation.sent_to, invitation.id)
     try:
         return invitation_message(invitation, survey_url(token), unsubscribe_url(token), first_text)
     except Exception:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, union_all
 
 from ..extensions import db
 from ..journeys.models import TriggerRule
@@ -70,13 +70,6 @@ def fail_over(invitation: Invitation, now) -> Invitation | None:
     return None
 
 
-def has_texted(phone: str, other_than: int) -> bool:
-    """Whether this number ever got (or may have got) a text from us before."""
-    return db.session.scalar(select(Invitation.id).where(
-        Invitation.channel == "sms", Invitation.sent_to == phone, Invitation.id != other_than,
-        or_(Invitation.sent_at.is_not(None), Invitation.status == "unknown")).limit(1)) is not None
-
-
 def _pick_channel(patient, channels: list[str], send_at, now, policy: SendPolicy) -> tuple[str | None, str | None]:
     """First channel in preference order that may carry this invitation, else a skip reason."""
     reasons = []
@@ -116,15 +109,21 @@ def _asked_within(patient_id, send_at, span, journey_id) -> bool:
     ).limit(1)) is not None
 
 
+_TEXT_COLUMNS = (Invitation.id, Invitation.status, Invitation.sent_at, Invitation.claimed_at, Invitation.send_at)
+
+
+def _texts_sent_to(phone: str):
+    """Texts that went out, or are going, to this number (by the address fixed when claimed)."""
+    return select(*_TEXT_COLUMNS).where(Invitation.channel == "sms", Invitation.sent_to == phone,
+                                        or_(Invitation.status.in_(PENDING), Invitation.sent_at.is_not(None)))
+
+
 def _texts_to(phone: str):
-    """Texts to this number: those that went out, or are going, by the address they went to;
-    those still scheduled by their patient's current number."""
-    return (select(Invitation.id, Invitation.status, Invitation.sent_at, Invitation.claimed_at,
-                   Invitation.send_at)
-            .join(Patient, Invitation.patient_id == Patient.id)
-            .where(Invitation.channel == "sms",
-                   or_(Invitation.sent_to == phone, (Invitation.status == "scheduled") & (Patient.phone == phone)),
-                   or_(Invitation.status.in_(PENDING), Invitation.sent_at.is_not(None))))
+    """Those, and the texts still scheduled for a patient with this number. Two indexed queries:
+    one OR across both tables would scan every invitation."""
+    scheduled = (select(*_TEXT_COLUMNS).join(Patient, Invitation.patient_id == Patient.id)
+                 .where(Invitation.channel == "sms", Invitation.status == "scheduled", Patient.phone == phone))
+    return union_all(_texts_sent_to(phone), scheduled)
 
 
 def texts_planned(phone: str, around, now) -> list:
@@ -137,16 +136,18 @@ def texts_planned(phone: str, around, now) -> list:
     return [t for t in times if around - WEEK < t < around + WEEK]
 
 
-def texts_out(invitation: Invitation) -> list:
-    """When texts to this invitation's number went out, or are going out ahead of it: rows
-    claimed earlier (by any worker) count, rows claimed after it do not, so two workers holding
-    texts to one number do not both send, nor both wait."""
+def text_history(invitation: Invitation) -> tuple[list, bool]:
+    """When texts to this invitation's number went out, or are going out ahead of it, and whether
+    the number ever had (or may have had) a text from us. Rows claimed earlier (by any worker)
+    count, rows claimed after it do not, so two workers holding texts to one number do not both
+    send, nor both wait."""
     ours = (invitation.claimed_at, invitation.id)
-    times = []
+    times, texted_before = [], False
     for inv_id, status, sent_at, claimed_at, _send_at in db.session.execute(
-            _texts_to(invitation.sent_to).where(Invitation.id != invitation.id)):
+            _texts_sent_to(invitation.sent_to).where(Invitation.id != invitation.id)):
+        texted_before = texted_before or sent_at is not None or status == "unknown"
         if sent_at is not None:
             times.append(sent_at)
         elif status in ("sending", "unknown") and (claimed_at, inv_id) < ours:
             times.append(claimed_at)
-    return [t for t in times if t > invitation.claimed_at - WEEK]
+    return [t for t in times if t > invitation.claimed_at - WEEK], texted_before
