@@ -138,4 +138,6 @@ def configure_logging(level: str = "INFO") -> None:
     """Log to stderr with contact details masked."""
     from .security import install_log_redaction
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The Twilio SDK logs every request's parameters (numbers, message bodies) at INFO.
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
     install_log_redaction()

@@ -28,13 +28,13 @@ def looks_like_token(value: str) -> bool:
 _PHONE_RE = re.compile(r"\+\d[\d ().-]{6,}\d|\(?\b\d{3}\)?[ .-]?\d{3}[ .-]\d{4}\b")
 _EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(\.[\w-]+)+")
 # Survey links are secrets too: access logs would otherwise keep every token in clear.
-_SURVEY_PATH_RE = re.compile(r"/s/[A-Za-z0-9_-]{8,}")
+_SURVEY_PATH_RE = re.compile(r"/(s|unsubscribe)/[A-Za-z0-9_-]{8,}")
 
 
 def redact(text: str) -> str:
     """Mask phone numbers, email addresses and survey-link tokens."""
     # Emails first: an address may contain digits that look like a phone number.
-    text = _SURVEY_PATH_RE.sub("/s/[token]", text)
+    text = _SURVEY_PATH_RE.sub(r"/\1/[token]", text)
     return _PHONE_RE.sub("[phone]", _EMAIL_RE.sub("[email]", text))
 
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+import socket
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -267,7 +272,6 @@ def test_an_email_whose_answer_never_came_is_left_in_doubt_and_never_resent(
 
 def test_an_unreachable_provider_is_retried(provider_settings, provider_client, auth, new_journey):
     # A port nothing listens on: the connection is refused, so nothing can have been sent.
-    import socket
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
@@ -324,3 +328,23 @@ def test_the_console_stays_the_default_without_credentials_and_providers_are_pic
 def is_opted_out_in(app, medium, address) -> bool:
     with app.app_context():
         return is_opted_out(medium, address)
+
+
+def test_a_worker_talking_to_the_providers_logs_no_number_address_or_link(provider_settings, provider_client, auth,
+                                                                         fake_twilio, fake_sendgrid, new_journey):
+    text_ok = event_body(journey=new_journey())
+    text_refused = event_body(journey=new_journey(), email="kept.quiet@example.org")
+    for body in (text_ok, text_refused):
+        post(provider_client, auth, body)
+    fake_twilio.reply_next(400, twilio_error(21211, 400), to=text_refused["patient"]["phone"])  # error paths log too
+    env = {**os.environ, **{k: str(v) for k, v in provider_settings.items()}, "FEEDBACK_LOG_LEVEL": "DEBUG"}
+    cli = str(Path(sys.executable).parent / "feedback-service")
+    done = subprocess.run([cli, "jobs", "run-once"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    logs = done.stdout + done.stderr
+    assert "dispatch: worker=" in logs and "21211" in logs  # the logs do say what happened
+    bodies = [s.form["Body"] for s in fake_twilio.sends(to=text_ok["patient"]["phone"])]
+    token = re.search(r"/s/([A-Za-z0-9_-]{43})", bodies[0]).group(1)
+    for secret in (text_ok["patient"]["phone"], text_refused["patient"]["phone"], "kept.quiet@example.org", token,
+                   text_ok["patient"]["phone"][2:]):
+        assert secret not in logs

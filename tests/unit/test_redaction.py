@@ -204,6 +204,8 @@ def test_looks_like_token_rejects_trailing_newline():
 def test_survey_link_tokens_are_masked_in_access_logs():
     line = '127.0.0.1 - - "GET /s/wvr4kKSpF2ACx77DHOCO7Fq_UtXTEXuLWx0A2lCTi28/thanks HTTP/1.1" 200 -'
     assert redact(line) == '127.0.0.1 - - "GET /s/[token]/thanks HTTP/1.1" 200 -'
+    line = '127.0.0.1 - - "POST /unsubscribe/wvr4kKSpF2ACx77DHOCO7Fq_UtXTEXuLWx0A2lCTi28 HTTP/1.1" 200 -'
+    assert redact(line) == '127.0.0.1 - - "POST /unsubscribe/[token] HTTP/1.1" 200 -'
 
 
 def test_exception_text_in_logs_is_redacted_too():
