@@ -39,7 +39,8 @@ def _require_twilio_signature() -> None:
 @bp.post("/twilio/sms")
 def twilio_sms():
     _require_twilio_signature()
-    reply = handle_text(request.form.get("From", ""), request.form.get("Body", ""))
+    reply = handle_text(request.form.get("From", ""), request.form.get("Body", ""),
+                        opt_out_type=request.form.get("OptOutType"))
     twiml = MessagingResponse()
     if reply:
         twiml.message(reply)

@@ -27,10 +27,11 @@ def keyword(body: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", body.lower()))
 
 
-def handle_text(number: str, body: str, now=None) -> str | None:
-    """Act on a text from `number`; returns our reply, if one is due."""
+def handle_text(number: str, body: str, now=None, opt_out_type: str | None = None) -> str | None:
+    """Act on a text from `number`; returns our reply, if one is due. `opt_out_type` is what
+    Twilio's Advanced Opt-Out made of it (STOP, START or HELP, for keywords configured there)."""
     now = now or utcnow()
-    word = keyword(body)
+    word = (opt_out_type or "").lower() or keyword(body)
     if word in STOP_WORDS:
         # Twilio confirms the opt-out to the patient itself, and would block a reply from us.
         opt_out("sms", number, source="sms-keyword")

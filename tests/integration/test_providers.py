@@ -84,6 +84,20 @@ def test_a_booking_becomes_a_twilio_request_with_the_exact_fields(provider_app, 
     assert stored.send_started_at is not None and stored.sent_at >= stored.send_started_at
 
 
+def test_a_booking_is_texted_an_hour_later_not_before(provider_app, provider_client, auth, fake_twilio,
+                                                    new_journey):
+    booked = utcnow() - timedelta(minutes=5)
+    body = event_body(journey=new_journey(), occurred_at=booked)
+    inv = post(provider_client, auth, body)
+    dispatch(provider_app)
+    assert fake_twilio.sends(to=body["patient"]["phone"]) == []  # the rule waits an hour
+    dispatch(provider_app, now=booked + timedelta(minutes=59))
+    assert fake_twilio.sends(to=body["patient"]["phone"]) == []
+    dispatch(provider_app, now=booked + timedelta(minutes=60))
+    assert len(fake_twilio.sends(to=body["patient"]["phone"])) == 1
+    assert row(provider_app, inv["id"]).status == "sent"
+
+
 def test_a_from_number_is_used_when_there_is_no_messaging_service(provider_settings, provider_client, auth,
                                                                    fake_twilio, new_journey):
     app = create_app({"TESTING": True, **provider_settings, "TWILIO_MESSAGING_SERVICE_SID": "",

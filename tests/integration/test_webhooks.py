@@ -282,6 +282,19 @@ def test_start_unstop_and_yes_opt_an_opted_out_number_back_in(provider_app, prov
     assert (again["status"], again["channel"], again["reason"]) == ("scheduled", "sms", None)
 
 
+def test_keywords_twilio_advanced_opt_out_recognised_are_honoured(provider_app, provider_client):
+    # A Messaging Service with Advanced Opt-Out can have its own keywords ("ALTO", "PARAR"...):
+    # Twilio tells us what it made of them.
+    phone = new_phone()
+    form = {"From": phone, "To": OUR_NUMBER, "Body": "Parar", "AccountSid": TWILIO_SID,
+            "MessageSid": "SM" + uuid.uuid4().hex, "NumMedia": "0", "OptOutType": "STOP"}
+    assert twiml_messages(twilio_post(provider_client, SMS_PATH, form)) == []
+    assert opted_out(provider_app, "sms", phone)
+    form.update(Body="Volver", OptOutType="START", MessageSid="SM" + uuid.uuid4().hex)
+    assert twiml_messages(twilio_post(provider_client, SMS_PATH, form)) == []
+    assert not opted_out(provider_app, "sms", phone)
+
+
 @pytest.mark.parametrize("locale, expected", [
     ("en", "Riverside Health patient feedback: short surveys about your recent care."),
     ("es", "Riverside Health, opinión de pacientes: encuestas breves sobre su atención reciente."),
