@@ -19,3 +19,8 @@ def register(scheduler, app) -> None:
 def run_all_once(app) -> dict:
     """Run every job once, in order; returns what each reported."""
     return {job.NAME: job.run(app) for job in JOBS}
+
+
+def stop() -> None:
+    """Ask the running jobs to wind down (the worker got SIGTERM)."""
+    dispatch.STOPPING.set()

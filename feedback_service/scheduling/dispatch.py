@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -87,14 +88,15 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
 
 def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100, max_attempts: int = 5,
                  channels: Mapping[str, Channel] | None = None, concurrency: int | None = None,
-                 until_idle: bool = False) -> DispatchReport:
+                 until_idle: bool = False, stop: threading.Event | None = None) -> DispatchReport:
     """Send one batch of due invitations, or batch after batch until none is due (`until_idle`),
     through the app's channels unless others are given.
 
     The rules are checked and messages composed here; the provider calls run in a pool of
     threads, each channel paced to its rate, so a slow provider does not serialise the sends. The
     next batch is claimed while the last sends of the one before are still out. Only this thread
-    touches the session; sending threads write one guarded UPDATE of their own."""
+    touches the session; sending threads write one guarded UPDATE of their own. Once `stop` is set
+    (the worker is shutting down) the sends under way finish and the rest are given back."""
     clock, fixed_now = utcnow(), now
     concurrency = concurrency or current_app.config["FEEDBACK_SEND_CONCURRENCY"]
     engine = db.engine
@@ -119,6 +121,10 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send") as pool:
             while True:
+                if stop is not None and stop.is_set():
+                    more = False
+                    while pending:
+                        _record(report, pending.popleft()[0], worker, "released", _GIVEN_BACK)
                 if not pending and more:
                     batch_now = fixed_now or utcnow()
                     claimed = claim_due(batch_now, worker, batch_size)
@@ -230,6 +236,7 @@ _RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claime
 def _finish(invitation: Invitation, worker: str, outcome: str, values: dict) -> bool:
     """Record an outcome, unless the row changed under us (a lease that ran out during a very slow
     send, then an answer): whatever happened to it then stands."""
+    values = dict(values)
     address, blocked = invitation.sent_to, values.pop("address_blocked", False)
     applied = db.session.execute(
         update(Invitation)
@@ -249,6 +256,10 @@ def _finish(invitation: Invitation, worker: str, outcome: str, values: dict) -> 
     if applied and blocked:
         opt_out(invitation.channel, address, source=f"provider:{values['error_code']}")
     return applied
+
+
+# A claimed row never handed over, returned to the queue as it was (the claim was no attempt).
+_GIVEN_BACK = {**_RELEASED, "status": "scheduled", "attempts": Invitation.attempts - 1}
 
 
 def _failed(error: str, code: str | None = None, address_blocked: bool = False) -> tuple[str, dict]:
@@ -283,8 +294,7 @@ def _prepare(invitation: Invitation, token: str, policy: SendPolicy, now, max_at
     tz = patient.timezone or policy.default_timezone
     slot = next_send_time(earliest, tz, policy.window_start, policy.window_end)
     if slot > now:
-        return "deferred", {**_RELEASED, "status": "scheduled", "send_at": slot,
-                            "attempts": Invitation.attempts - 1}
+        return "deferred", {**_GIVEN_BACK, "send_at": slot}
     try:
         return invitation_message(invitation, survey_url(token), unsubscribe_url(token), first_text)
     except Exception:
@@ -307,8 +317,7 @@ def recover_stale(now=None, lease: timedelta = timedelta(minutes=5)) -> int:
     stale = (Invitation.status == "sending", Invitation.claimed_at < now - lease)
     requeued = db.session.execute(
         update(Invitation).where(*stale, Invitation.send_started_at.is_(None))
-        .values(**_RELEASED, status="scheduled", attempts=Invitation.attempts - 1,
-                last_error="worker stopped before sending; requeued")
+        .values(**_GIVEN_BACK, last_error="worker stopped before sending; requeued")
     ).rowcount
     doubt = db.session.execute(
         update(Invitation).where(*stale, Invitation.send_started_at.is_not(None))

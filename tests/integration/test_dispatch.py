@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -174,3 +175,36 @@ def test_an_invitation_in_doubt_is_not_resent_but_its_link_still_works(app, clie
         counts = db.session.query(DailyCounts).filter_by(touchpoint_id=row.touchpoint_id,
                                                           day=row.event.occurred_at.date()).one()
         assert (counts.sent, counts.responses) == (1, 1)
+
+
+class _StopsTheWorkerOnFirstSend:
+    """A channel during whose first send the worker is asked to stop (SIGTERM)."""
+
+    name = "stopping"
+    pacer = Pacer(None)
+
+    def __init__(self, outbox, stop):
+        self.inner, self.stop = ConsoleChannel(str(outbox)), stop
+
+    def send(self, message):
+        self.stop.set()
+        return self.inner.send(message)
+
+
+def test_a_stopping_worker_finishes_the_sends_under_way_and_gives_the_rest_back(app, client, auth, outbox,
+                                                                               new_journey):
+    ids = post_batch(client, auth, [event_body(journey=new_journey()) for _ in range(6)])
+    stop = threading.Event()
+    with app.app_context():
+        report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=1, until_idle=True,
+                              stop=stop, channels={"sms": _StopsTheWorkerOnFirstSend(outbox, stop)})
+    assert report.outcomes.get("sent", 0) >= 1 and report.outcomes.get("released", 0) >= 1
+    sent = {m["invitation_id"] for m in outbox_lines(outbox)} & set(ids)
+    with app.app_context():
+        rows = db.session.query(Invitation).filter(Invitation.id.in_(ids)).all()
+        for inv in rows:
+            if inv.id in sent:
+                assert inv.status == "sent"
+            else:  # given back as it was: due again, no attempt counted, no claim left
+                assert (inv.status, inv.attempts, inv.claimed_by, inv.token_hash) == ("scheduled", 0, None, None)
+        db.session.rollback()
