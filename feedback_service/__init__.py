@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from flask import Flask, jsonify, request
@@ -50,12 +51,15 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     from .channels import registry
     registry.init_app(app)
+    app.extensions["feedback_stopping"] = threading.Event()  # set by the worker on SIGTERM
 
     from .api import bp as api_bp
     from .api import http_error
     from .responses.routes import bp as survey_bp
     from .responses.routes import unsubscribe_bp
     from .webhooks import bp as webhooks_bp
+    from .webhooks import check_settings
+    check_settings(app.config)
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
     # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
     # again with the patient's answers kept, instead of a bare 400.

@@ -33,7 +33,7 @@ main.add_command(routes_command)
 
 def register_cli(app) -> None:
     """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
-    for command in (init, api_key, jobs_group, worker, run_command, demo):
+    for command in (init, api_key, jobs_group, invitations_group, worker, run_command, demo):
         app.cli.add_command(command)
 
 
@@ -103,6 +103,32 @@ def api_key_revoke(name):
     click.echo(f"revoked {name}")
 
 
+@click.group("invitations")
+def invitations_group():
+    """Invitations that need a person's decision."""
+
+
+@invitations_group.command("in-doubt")
+@with_appcontext
+def invitations_in_doubt():
+    """List invitations whose send may or may not have reached the patient (status unknown)."""
+    from .scheduling.dispatch import in_doubt
+
+    for inv in in_doubt():
+        click.echo(f"{inv.id}\t{inv.channel}\thanded over {inv.handed_over_at:%Y-%m-%d %H:%M}Z\t{inv.last_error}")
+
+
+@invitations_group.command("resend")
+@click.argument("ids", nargs=-1, type=int, required=True)
+@with_appcontext
+def invitations_resend(ids):
+    """Send invitations in doubt again, with a new link (the first one stops working). Only after
+    the provider's own logs show the first message never went out."""
+    from .scheduling.dispatch import resend_in_doubt
+
+    click.echo(f"{resend_in_doubt(ids)} of {len(ids)} invitations queued again")
+
+
 @click.group("jobs")
 def jobs_group():
     """Scheduled work."""
@@ -134,7 +160,7 @@ def worker():
     def _stop(signum, frame):
         # Sends under way finish, claimed ones not yet started go back to the queue: nothing is
         # cut mid-send, and a long backlog does not hold the shutdown up.
-        jobs.stop()
+        jobs.stop(app)
         scheduler.shutdown(wait=True)
 
     signal.signal(signal.SIGTERM, _stop)

@@ -24,7 +24,7 @@ bp = Blueprint("webhooks", __name__, url_prefix="/webhooks")
 def _public_url() -> str:
     """The URL the provider called and signed: our configured public base, not the Host header we
     see behind a proxy."""
-    query = request.query_string.decode()
+    query = request.query_string.decode("utf-8", "replace")  # bytes that are not UTF-8 cannot match
     return webhook_url(current_app.config, request.path) + (f"?{query}" if query else "")
 
 
@@ -39,7 +39,10 @@ def _require_twilio_signature() -> None:
 @bp.post("/twilio/sms")
 def twilio_sms():
     _require_twilio_signature()
-    reply = handle_text(request.form.get("From", ""), request.form.get("Body", ""),
+    number, message_id = request.form.get("From", ""), request.form.get("MessageSid", "")
+    if not (number and message_id):
+        return jsonify({"error": "From and MessageSid are required"}), 400
+    reply = handle_text(number, request.form.get("Body", ""), message_id,
                         opt_out_type=request.form.get("OptOutType"))
     twiml = MessagingResponse()
     if reply:
@@ -84,3 +87,13 @@ def _sendgrid_signed(raw: str) -> bool:
         return EventWebhook(key).verify_signature(raw, signature, timestamp)
     except (ValueError, binascii.Error, UnsupportedAlgorithm):
         return False
+
+
+def check_settings(config) -> None:
+    """A webhook secret that cannot work stops start-up, rather than every post being refused."""
+    key = config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+    if key:
+        try:
+            EventWebhook(key)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise RuntimeError("SENDGRID_WEBHOOK_PUBLIC_KEY is not a valid public key") from exc

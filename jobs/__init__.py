@@ -21,6 +21,7 @@ def run_all_once(app) -> dict:
     return {job.NAME: job.run(app) for job in JOBS}
 
 
-def stop() -> None:
-    """Ask the running jobs to wind down (the worker got SIGTERM)."""
-    dispatch.STOPPING.set()
+def stop(app) -> None:
+    """Ask the running jobs to wind down (the worker got SIGTERM): sends under way finish, claimed
+    ones not yet started are given back, instead of the whole backlog being worked off first."""
+    app.extensions["feedback_stopping"].set()

@@ -3,15 +3,11 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
 
 from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.rules import SendPolicy
 
 NAME = "dispatch"
-# Set when the worker is asked to stop: sends under way finish, claimed ones not yet started are
-# given back at once, instead of the whole backlog being worked off first.
-STOPPING = threading.Event()
 
 
 def interval(app) -> int:
@@ -24,5 +20,5 @@ def run(app) -> dict:
         report = dispatch_due(SendPolicy.from_config(app.config), worker,
                               batch_size=app.config["FEEDBACK_DISPATCH_BATCH_SIZE"],
                               max_attempts=app.config["FEEDBACK_DISPATCH_MAX_ATTEMPTS"], until_idle=True,
-                              stop=STOPPING)
+                              stop=app.extensions["feedback_stopping"])
         return report.outcomes

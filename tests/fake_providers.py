@@ -159,7 +159,8 @@ class FakeProvider:
         if path == "/_stats":  # for a benchmark running the fake in a process of its own
             with self._lock:
                 return 200, {"posts": sum(r.method == "POST" for r in self.requests),
-                             "max_in_flight": self.max_in_flight}, None
+                             "max_in_flight": self.max_in_flight,
+                             "sample_body": self.messages[-1]["body"] if self.messages else None}, None
         if path == SENDGRID_SEND and method == "POST":
             return 202, None, {"X-Message-Id": uuid.uuid4().hex[:22]}
         return 404, {"code": 20404, "message": "not found", "status": 404}, None

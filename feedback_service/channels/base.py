@@ -30,14 +30,19 @@ class Delivery:
 
 
 class SendError(Exception):
-    """A send that did not go out. `transient` ones are retried with backoff; permanent ones fail
-    the invitation (and `address_blocked` ones mean the provider will never deliver to it)."""
+    """A send the provider did not take. `transient` ones are retried with backoff, up to the
+    attempt limit, and never fall over to another channel: a provider or account problem is not
+    the patient's. `address_refused` means the provider will not deliver to this address: the
+    invitation fails and the rule's next channel is tried; `address_blocked`, that the address
+    must not be used again (a STOP the carrier holds)."""
 
     transient = False
 
-    def __init__(self, message: str, code: str | None = None, address_blocked: bool = False):
+    def __init__(self, message: str, code: str | None = None, address_refused: bool = False,
+                 address_blocked: bool = False):
         super().__init__(message)
         self.code = code
+        self.address_refused = address_refused or address_blocked
         self.address_blocked = address_blocked
 
 
@@ -50,7 +55,7 @@ class PermanentSendError(SendError):
 
 
 class UncertainSendError(Exception):
-    """The provider may or may not have accepted the message (an answer lost on the way back):
+    """The provider may or may not have taken the message (its answer was lost on the way back):
     it must not be sent again blindly."""
 
 
@@ -62,15 +67,37 @@ class Pacer:
         self._next = 0.0
         self._lock = threading.Lock()
 
-    def wait(self) -> None:
+    def wait(self, units: int = 1) -> None:
+        """Block until `units` more (messages, or SMS segments) may go out."""
         if not self.interval:
             return
         with self._lock:
             now = time.monotonic()
             slot = max(now, self._next)
-            self._next = slot + self.interval
+            self._next = slot + self.interval * units
         if slot > now:
             time.sleep(slot - now)
+
+
+# The GSM 03.38 alphabet: a text in it takes 160 characters a segment (153 when split); one
+# character outside it (an accented Spanish vowel) makes the whole text UCS-2, 70 (67).
+GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"
+           "¿abcdefghijklmnopqrstuvwxyzäöñüà")
+GSM7_EXTENDED = set("^{}\\[~]|€")  # two septets each
+
+
+def sms_segments(body: str) -> int:
+    if all(c in GSM7 or c in GSM7_EXTENDED for c in body):
+        length, single, multi = len(body) + sum(c in GSM7_EXTENDED for c in body), 160, 153
+    else:
+        length, single, multi = len(body.encode("utf-16-le")) // 2, 70, 67
+    return 1 if length <= single else -(-length // multi)
+
+
+def rate_units(message: Message) -> int:
+    """What a message counts against its channel's rate: carriers' and Twilio's throughput
+    limits count SMS segments, not messages."""
+    return sms_segments(message.body) if message.medium == "sms" else 1
 
 
 class Channel(Protocol):
@@ -78,5 +105,5 @@ class Channel(Protocol):
     pacer: Pacer
 
     def send(self, message: Message) -> Delivery:
-        """Hand the message to the provider; raise SendError if it did not accept it, or
+        """Hand the message to the provider; raise SendError if it did not take it, or
         UncertainSendError if it cannot tell. Called from several threads at once."""

@@ -35,7 +35,7 @@ def invitation_message(invitation, survey_url: str, unsubscribe_url: str, first_
     }
     name = "survey_invitation"
     if invitation.channel == "sms":
-        question = sms_question(invitation.question_set_version.questions)
+        question = sms_question(invitation.question_set_version.content)
         if question is not None:
             context["question"] = question_prompt(question, locale)
             name = "sms_question"

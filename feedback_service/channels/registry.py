@@ -17,6 +17,8 @@ def webhook_url(config, path: str) -> str:
 
 
 def _twilio(config) -> Channel:
+    if not config["TWILIO_AUTH_TOKEN"]:
+        raise RuntimeError("Twilio needs TWILIO_AUTH_TOKEN (also to check its webhooks' signatures)")
     return TwilioChannel(
         config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
         status_callback=webhook_url(config, "/webhooks/twilio/status"),

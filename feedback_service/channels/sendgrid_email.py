@@ -6,7 +6,8 @@ import urllib.error
 
 from python_http_client.exceptions import HTTPError
 from sendgrid import SendGridAPIClient
-from sendgrid.helpers.mail import Category, ClickTracking, Content, CustomArg, Header, Mail, TrackingSettings
+from sendgrid.helpers.mail import (Category, ClickTracking, Content, CustomArg, Header, Mail, SubscriptionTracking,
+                                   TrackingSettings)
 
 from .base import Delivery, Message, Pacer, PermanentSendError, TransientSendError, UncertainSendError
 
@@ -45,8 +46,10 @@ class SendGridChannel:
         mail.add_custom_arg(CustomArg("invitation_id", str(message.invitation_id)))
         mail.add_category(Category("survey-invitation"))
         # Click tracking would rewrite the survey link through SendGrid's redirector, putting the
-        # token in a third party's logs; opens are tracked by a pixel and are enough.
-        mail.tracking_settings = TrackingSettings(click_tracking=ClickTracking(False, False))
+        # token in a third party's logs; opens are tracked by a pixel and are enough. SendGrid's
+        # own unsubscribe footer and header would compete with ours.
+        mail.tracking_settings = TrackingSettings(click_tracking=ClickTracking(False, False),
+                                                  subscription_tracking=SubscriptionTracking(False))
         return mail
 
     def send(self, message: Message) -> Delivery:
@@ -57,6 +60,8 @@ class SendGridChannel:
             text = f"SendGrid {status}"
             if status in (401, 403, 429) or status >= 500:
                 raise TransientSendError(text, code=str(status)) from None
+            # A 400 or 413 is our request, not the patient's address (SendGrid reports bad
+            # addresses later, as bounce and dropped events): no other channel is tried.
             raise PermanentSendError(text, code=str(status)) from None
         except urllib.error.URLError as exc:
             # urllib wraps only what fails while connecting or writing the request: SendGrid
@@ -65,6 +70,6 @@ class SendGridChannel:
                                      code="unreachable") from None
         except OSError as exc:
             # Read timeouts and resets come after the request was sent. SendGrid has no look-up
-            # by message, so its event webhook settles these (see feedback_service/delivery.py).
+            # by message, so its event webhook settles these (scheduling/delivery.py).
             raise UncertainSendError(f"no answer from SendGrid ({type(exc).__name__})") from None
         return Delivery(response.headers.get("X-Message-Id"), "accepted")

@@ -11,10 +11,6 @@ from urllib3.exceptions import NewConnectionError
 
 from .base import Delivery, Message, Pacer, PermanentSendError, SendError, TransientSendError, UncertainSendError
 
-# Twilio error codes that mean this number will not take our texts: 21610 is a STOP the carrier
-# recorded (Twilio refuses every later send to it).
-BLOCKED_CODES = {21610}
-
 
 class TwilioChannel:
     name = "twilio"
@@ -54,37 +50,36 @@ class TwilioChannel:
             raise _error(exc) from None
         except requests.RequestException as exc:
             if _never_reached(exc):
-                raise TransientSendError(f"Twilio unreachable: {type(exc).__name__}", code="unreachable") from None
-            # The request may have reached Twilio: look before anyone sends it again.
-            return self._find(message, exc)
+                raise TransientSendError(f"Twilio unreachable ({type(exc).__name__})", code="unreachable") from None
+            # The request may have reached Twilio and been taken: only its status callback (or
+            # the patient's answer) can tell, so it is not sent again.
+            raise UncertainSendError(f"no answer from Twilio ({type(exc).__name__})") from None
         return Delivery(sent.sid, sent.status)
 
-    def _find(self, message: Message, cause: Exception) -> Delivery:
-        """Twilio's own record of texts to this number says whether ours went out: each carries a
-        link token of its own."""
-        try:
-            for sent in self._client().messages.list(to=message.to, limit=20):
-                if message.survey_url in (sent.body or ""):
-                    return Delivery(sent.sid, sent.status)
-        except (TwilioRestException, requests.RequestException) as exc:
-            raise UncertainSendError(f"no answer from Twilio ({type(cause).__name__}), "
-                                     f"and the look-up failed ({type(exc).__name__})") from None
-        raise TransientSendError(f"no answer from Twilio ({type(cause).__name__}); it has no such message",
-                                 code="timeout")
+
+# Twilio error codes that mean the patient's number will not take our texts: the rule's next
+# channel is tried. 21610 is a STOP the carrier holds: the number is opted out for good.
+ADDRESS_CODES = {21211, 21408, 21610, 21612, 21614}
+BLOCKED_CODES = {21610}
+# Too many requests; the sender's queue is full.
+THROTTLED_CODES = {20429, 21611}
 
 
 def _error(exc: TwilioRestException) -> SendError:
+    # Twilio's message quotes the number: keep only the status and code.
     code = str(exc.code or exc.status)
-    text = f"Twilio {exc.status}: {exc.msg}"
-    # 401/403 are our credentials or account, not the patient's number: retry, do not fail over.
-    if exc.status in (401, 403, 429) or exc.status >= 500:
-        return TransientSendError(text, code=code)
-    return PermanentSendError(text, code=code, address_blocked=exc.code in BLOCKED_CODES)
+    text = f"Twilio {exc.status}"
+    if exc.code in ADDRESS_CODES:
+        return PermanentSendError(text, code=code, address_refused=True, address_blocked=exc.code in BLOCKED_CODES)
+    # Throttling, Twilio's own trouble, and everything else (our credentials, sender or account
+    # settings): not the patient's number, so retried, never failed over.
+    return TransientSendError(text, code=code)
 
 
 def _never_reached(exc: requests.RequestException) -> bool:
-    """Whether the request surely never left us (no connection was made)."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
+    """Whether the request surely never reached Twilio: no connection, no TLS session, no proxy."""
+    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError,
+                        requests.exceptions.ProxyError)):
         return True
     reason = getattr(exc.args[0], "reason", None) if exc.args else None
     return isinstance(reason, NewConnectionError)

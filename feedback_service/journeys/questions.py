@@ -145,6 +145,15 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
                 errors[f"{path}.options"] = "a measured choice question needs a score on each option"
         canonical["questions"].append(out)
 
+    sms = doc.get("sms", False)
+    if not isinstance(sms, bool):
+        errors["sms"] = "must be true or false"
+    elif sms:
+        # Its wording goes into the text itself, so the team says so on purpose, and keeps it to
+        # one closed question (and, like every text, free of clinical detail).
+        if len(canonical["questions"]) != 1 or canonical["questions"][0]["type"] not in SMS_ANSWERABLE:
+            errors["sms"] = "a survey answered by text has exactly one closed question"
+        canonical["sms"] = True
     if errors:
         raise QuestionSetError(errors)
     return canonical
@@ -171,11 +180,9 @@ SMS_NO = {"n", "no", "nope"}
 SMS_ANSWERABLE = ("rating", "effort", "nps", "yes_no", "single_choice")
 
 
-def sms_question(questions: list[dict]) -> dict | None:
-    """The question of a survey that can be answered by replying to a text: exactly one closed one."""
-    if len(questions) == 1 and questions[0]["type"] in SMS_ANSWERABLE:
-        return questions[0]
-    return None
+def sms_question(content: dict) -> dict | None:
+    """The question of a set marked to be answered by replying to a text (`sms: true`)."""
+    return content["questions"][0] if content.get("sms") else None
 
 
 def parse_sms_answer(question: dict, reply: str) -> str | None:

@@ -36,3 +36,14 @@ class Answer(db.Model):
     top_box: Mapped[bool | None] = mapped_column(nullable=True)
 
     response: Mapped[Response] = relationship(back_populates="answers")
+
+
+class InboundMessage(db.Model):
+    """A text from a patient we have acted on, by the provider's id: a webhook delivered twice
+    (a provider's retry, a replay) is acted on once."""
+
+    __tablename__ = "inbound_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_message_id: Mapped[str] = mapped_column(db.String(64), unique=True)
+    received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)

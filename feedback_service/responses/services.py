@@ -88,7 +88,7 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
         raise AlreadyAnswered()
     if was_in_doubt:
         # An answer proves the message went out: count the send the crash kept us from recording.
-        invitation.sent_at = invitation.claimed_at
+        invitation.sent_at = invitation.handed_over_at
         record_sent(invitation)
     response = Response(
         invitation_id=invitation.id, journey_id=invitation.journey_id, stage_id=invitation.stage_id,

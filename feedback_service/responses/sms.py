@@ -5,6 +5,7 @@ import logging
 import re
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..channels.messages import question_prompt, sms_reply
 from ..extensions import db
@@ -13,6 +14,7 @@ from ..patients.models import Patient
 from ..patients.services import is_opted_out, opt_in, opt_out
 from ..scheduling.models import Invitation
 from ..sqltypes import utcnow
+from .models import InboundMessage
 from .services import ANSWERABLE, AlreadyAnswered, record_response
 
 log = logging.getLogger(__name__)
@@ -27,10 +29,14 @@ def keyword(body: str) -> str:
     return " ".join(re.findall(r"[^\W_]+", body.lower()))
 
 
-def handle_text(number: str, body: str, now=None, opt_out_type: str | None = None) -> str | None:
-    """Act on a text from `number`; returns our reply, if one is due. `opt_out_type` is what
-    Twilio's Advanced Opt-Out made of it (STOP, START or HELP, for keywords configured there)."""
+def handle_text(number: str, body: str, message_id: str, now=None, opt_out_type: str | None = None) -> str | None:
+    """Act on a text from `number`, once per provider message id; returns our reply, if one is
+    due. `opt_out_type` is what Twilio's Advanced Opt-Out made of it (STOP, START or HELP, for
+    keywords configured there)."""
     now = now or utcnow()
+    if not _first_delivery(message_id, now):
+        log.info("inbound text: already handled")
+        return None
     word = (opt_out_type or "").lower() or keyword(body)
     if word in STOP_WORDS:
         # Twilio confirms the opt-out to the patient itself, and would block a reply from us.
@@ -48,7 +54,7 @@ def handle_text(number: str, body: str, now=None, opt_out_type: str | None = Non
     if invitation is None:
         log.info("inbound text: no open survey for this number")
         return None
-    question = sms_question(invitation.question_set_version.questions)
+    question = sms_question(invitation.question_set_version.content)
     value = parse_sms_answer(question, body) if question else None
     if value is not None:
         try:
@@ -65,6 +71,16 @@ def handle_text(number: str, body: str, now=None, opt_out_type: str | None = Non
         return None
     return sms_reply("retry", invitation.locale,
                      question=question_prompt(question, invitation.locale) if question else None)
+
+
+def _first_delivery(message_id: str, now) -> bool:
+    db.session.add(InboundMessage(provider_message_id=message_id[:64], received_at=now))
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True
 
 
 def _open_text_invitation(number: str, now) -> Invitation | None:

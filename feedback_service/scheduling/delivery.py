@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from ..extensions import db
 from ..patients.services import normalise_address, opt_out
@@ -22,26 +22,29 @@ RANK = {"accepted": 0, "queued": 1, "processed": 1, "sending": 2, "sent": 3, "de
 UNDELIVERED = {"undelivered", "failed", "bounce", "blocked", "dropped"}
 # SendGrid events after which an address must get no more email from us.
 SUPPRESSING = {"bounce", "dropped", "spamreport", "unsubscribe", "group_unsubscribe"}
+MAX_ID = 2 ** 62  # ids beyond any row we have, and beyond what the databases' integers hold
 
 
-def find_invitation(invitation_id, message_id: str | None) -> Invitation | None:
+def invitation_for_post(invitation_id, message_id: str | None) -> Invitation | None:
     """The invitation a provider's post is about: by the id we gave it, checked against the
     provider's message id where both are known; else by the message id alone."""
     if invitation_id is not None:
+        if not 0 < invitation_id < MAX_ID:
+            return None
         invitation = db.session.get(Invitation, invitation_id)
         if invitation is not None and (not message_id or invitation.provider_message_id in (None, message_id)):
             return invitation
         return None
     if message_id:
-        return db.session.scalar(select(Invitation).where(Invitation.provider_message_id == message_id))
+        return db.session.scalar(select(Invitation).where(Invitation.provider_message_id == message_id[:100]))
     return None
 
 
 def confirm_sent(invitation: Invitation, message_id: str | None = None) -> bool:
     """An invitation in doubt ("unknown") proved to have gone out: count it as sent, once."""
-    values = {"status": "sent", "sent_at": invitation.send_started_at or invitation.claimed_at}
+    values = {"status": "sent", "sent_at": invitation.handed_over_at}
     if message_id and not invitation.provider_message_id:
-        values["provider_message_id"] = message_id
+        values["provider_message_id"] = message_id[:100]
     done = db.session.execute(
         update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "unknown").values(**values)
     ).rowcount == 1
@@ -51,46 +54,58 @@ def confirm_sent(invitation: Invitation, message_id: str | None = None) -> bool:
     return done
 
 
+def settle(invitation: Invitation, message_id: str | None = None, now=None) -> None:
+    """What the provider said about a message stands: if it was in doubt, it went out; if the
+    provider could not deliver it, it fails and the rule's next channel is tried. Not committed."""
+    if invitation.status == "unknown":
+        confirm_sent(invitation, message_id)
+    if invitation.delivery_status in UNDELIVERED:
+        # Only a message nobody answered fails: an answer proves it arrived after all.
+        failed = db.session.execute(
+            update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
+            .values(status="failed",
+                    last_error=f"provider: {invitation.delivery_status} {invitation.error_code or ''}".strip())
+        ).rowcount == 1
+        if failed:
+            fail_over(invitation, now or utcnow())
+
+
 def record_delivery(invitation: Invitation, status: str, error_code: str | None = None,
                     message_id: str | None = None, now=None) -> None:
     """Record what the provider says became of a message (committed)."""
     now = now or utcnow()
-    confirm_sent(invitation, message_id)  # any word from the provider means it had the message
-    if RANK.get(status, -1) >= RANK.get(invitation.delivery_status or "", -1):
-        invitation.delivery_status = status
-    if status == "delivered" and invitation.delivered_at is None:
-        invitation.delivered_at = now
-    if status in UNDELIVERED:
-        if error_code:
-            invitation.error_code = str(error_code)[:40]
-        fail_undelivered(invitation, now)
+    # In SQL, so that two callbacks handled at once cannot put an earlier state over a later one.
+    not_later = [s for s, rank in RANK.items() if rank <= RANK.get(status, -1)]
+    values = {"delivery_status": status}
+    if status in UNDELIVERED and error_code:
+        values["error_code"] = str(error_code)[:40]
+    db.session.execute(update(Invitation).where(
+        Invitation.id == invitation.id,
+        or_(Invitation.delivery_status.is_(None), Invitation.delivery_status.in_(not_later))).values(**values))
+    if status == "delivered":
+        db.session.execute(update(Invitation).where(Invitation.id == invitation.id,
+                                                    Invitation.delivered_at.is_(None)).values(delivered_at=now))
+    db.session.refresh(invitation)
+    # Any word from the provider means it had the message; "sending" rows are their worker's to
+    # settle (it reads what was recorded here when it finishes).
+    settle(invitation, message_id, now)
     db.session.commit()
 
 
-def fail_undelivered(invitation: Invitation, now) -> None:
-    """The provider could not deliver a sent message: fail it and try the rule's next channel. Only
-    a message nobody answered fails: an answer proves it arrived after all. Not committed."""
-    failed = db.session.execute(
-        update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
-        .values(status="failed", last_error=f"provider: {invitation.delivery_status} {invitation.error_code or ''}")
-    ).rowcount == 1
-    if failed:
-        fail_over(invitation, now)
-
-
-def record_opened(invitation: Invitation, now=None) -> None:
-    confirm_sent(invitation)
-    if invitation.opened_at is None:
-        invitation.opened_at = now or utcnow()
+def record_email_opened(invitation: Invitation, now=None) -> None:
+    settle(invitation, now=now)
+    db.session.execute(update(Invitation).where(Invitation.id == invitation.id,
+                                                Invitation.email_opened_at.is_(None))
+                       .values(email_opened_at=now or utcnow()))
     db.session.commit()
 
 
 def record_sms_status(invitation_id, message_id: str | None, status: str, error_code: str | None) -> bool:
     """A Twilio status callback; False if it matches no invitation of ours."""
-    invitation = find_invitation(invitation_id, message_id)
-    if invitation is None or invitation.channel != "sms":
+    invitation = invitation_for_post(invitation_id, message_id)
+    if invitation is None or invitation.channel != "sms" or not status:
         return False
-    record_delivery(invitation, status, error_code or None, message_id)
+    record_delivery(invitation, status[:20], error_code or None, message_id)
     return True
 
 
@@ -100,20 +115,23 @@ def record_email_events(events: list[dict]) -> int:
     matched = 0
     for item in events:
         kind, email = item.get("event"), item.get("email")
-        if kind in SUPPRESSING and isinstance(email, str) and not (kind == "bounce" and item.get("type") == "blocked"):
-            opt_out("email", normalise_address("email", email), source=f"sendgrid:{kind}")
-        invitation_id = item.get("invitation_id")
-        if not (isinstance(invitation_id, str) and invitation_id.isdigit()):
+        if not (isinstance(kind, str) and isinstance(email, str) and 3 <= len(email) <= 254):
             continue
-        invitation = find_invitation(int(invitation_id), None)
-        if invitation is None or invitation.channel != "email" or not isinstance(email, str) \
-                or normalise_address("email", email) != invitation.sent_to:
+        email = normalise_address("email", email)
+        blocked = kind == "bounce" and item.get("type") == "blocked"  # the receiving server, for now
+        if kind in SUPPRESSING and not blocked:
+            opt_out("email", email, source=f"sendgrid:{kind}")
+        invitation_id = item.get("invitation_id")
+        if not (isinstance(invitation_id, str) and invitation_id.isascii() and invitation_id.isdigit()
+                and len(invitation_id) <= 18):
+            continue
+        invitation = invitation_for_post(int(invitation_id), None)
+        if invitation is None or invitation.channel != "email" or email != invitation.sent_to:
             continue
         matched += 1
         if kind == "open":
-            record_opened(invitation)
-        elif kind == "bounce" and item.get("type") == "blocked":
-            record_delivery(invitation, "blocked", item.get("status"))
-        elif kind in RANK:
-            record_delivery(invitation, kind, item.get("status"))
+            record_email_opened(invitation)
+        elif kind in RANK or blocked:
+            error = item.get("status")
+            record_delivery(invitation, "blocked" if blocked else kind, error if isinstance(error, str) else None)
     return matched

@@ -1,11 +1,12 @@
 """The dispatcher: claim due invitations, send each through its channel, record the outcome.
 
 Several workers may run this at once. A row is claimed by moving it from "scheduled" to
-"sending" in a committed transaction before anything is sent, so no two workers send it; just
-before the provider is called its `send_started_at` is committed; it becomes "sent" in a last
-commit after the provider accepted it. A worker that dies leaves the row in "sending": once the
-lease passes, a row never handed over goes back to the queue, and one that was becomes "unknown"
-and is never resent blindly (at most once delivery).
+"sending" with a fresh link token in a committed transaction before anything is sent, so no two
+workers send it; just before the provider is called its `send_started_at` is committed; its
+outcome is committed after the provider answers. Each step is guarded by the claim's token hash,
+so a claim that was given back and taken again cannot be finished by its first holder. A worker
+that dies leaves the row in "sending": once the lease passes, a row never handed over goes back
+to the queue, and one that was becomes "unknown" and is never resent blindly (at most once).
 """
 from __future__ import annotations
 
@@ -13,25 +14,26 @@ import logging
 import random
 import threading
 from collections import deque
+from contextlib import ExitStack
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import selectinload
 
-from ..channels.base import Channel, Delivery, Message, SendError, UncertainSendError
+from ..channels.base import MEDIA, Channel, Delivery, Message, SendError, UncertainSendError, rate_units
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
 from ..extensions import db
-from ..patients.models import Patient
-from ..patients.services import opt_out
+from ..patients.models import OptOut, Patient
+from ..patients.services import normalise_address, opt_out
 from ..rollups.services import record_sent
 from ..security import hash_secret, new_token
 from ..sqltypes import utcnow
-from .delivery import UNDELIVERED, confirm_sent, fail_undelivered
+from .delivery import settle
 from .models import Invitation
 from .rules import SendPolicy, next_send_time, next_sms_slot
 from .services import channel_block, fail_over, text_history
@@ -56,20 +58,21 @@ def unsubscribe_url(token: str) -> str:
     return f"{current_app.config['FEEDBACK_BASE_URL'].rstrip('/')}/unsubscribe/{token}"
 
 
-def claim_due(now, worker: str, limit: int) -> dict[int, str]:
-    """Move up to `limit` due invitations to "sending"; returns {invitation id: fresh link token}."""
+def claim_due(now, worker: str, limit: int, medium: str) -> dict[int, str]:
+    """Move up to `limit` due invitations on this medium to "sending"; returns {invitation id:
+    fresh link token}."""
     # SKIP LOCKED lets workers on PostgreSQL take disjoint batches; SQLite drops the clause and
     # the conditional UPDATE below (rowcount 1 or 0) keeps a row from being claimed twice.
     due = db.session.execute(
-        select(Invitation.id, Invitation.link_ttl_days, Invitation.channel, Patient.phone, Patient.email)
+        select(Invitation.id, Invitation.link_ttl_days, Patient.phone, Patient.email)
         .join(Patient, Invitation.patient_id == Patient.id)
-        .where(Invitation.status == "scheduled", Invitation.send_at <= now)
+        .where(Invitation.status == "scheduled", Invitation.channel == medium, Invitation.send_at <= now)
         .order_by(Invitation.send_at, Invitation.id)
         .limit(limit)
         .with_for_update(skip_locked=True, of=Invitation)
     ).all()
     claimed = {}
-    for inv_id, ttl_days, medium, phone, email in due:
+    for inv_id, ttl_days, phone, email in due:
         token = new_token()
         # The address and the link's lifetime are fixed at claim time, so that a message that went
         # out just before a crash (status "unknown") can still be answered, stopped and counted.
@@ -86,75 +89,90 @@ def claim_due(now, worker: str, limit: int) -> dict[int, str]:
     return claimed
 
 
+@dataclass
+class _Stream:
+    """One medium's own queue, pool of sending threads and claims: slow texts never hold up email."""
+
+    medium: str
+    pool: ThreadPoolExecutor
+    pending: deque = field(default_factory=deque)  # (invitation, token, batch clock)
+    busy: int = 0
+    more: bool = True
+
+
 def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100, max_attempts: int = 5,
                  channels: Mapping[str, Channel] | None = None, concurrency: int | None = None,
                  until_idle: bool = False, stop: threading.Event | None = None) -> DispatchReport:
-    """Send one batch of due invitations, or batch after batch until none is due (`until_idle`),
-    through the app's channels unless others are given.
+    """Send one batch of due invitations per medium, or batch after batch until none is due
+    (`until_idle`), through the app's channels unless others are given.
 
-    The rules are checked and messages composed here; the provider calls run in a pool of
-    threads, each channel paced to its rate, so a slow provider does not serialise the sends. The
-    next batch is claimed while the last sends of the one before are still out. Only this thread
-    touches the session; sending threads write one guarded UPDATE of their own. Once `stop` is set
-    (the worker is shutting down) the sends under way finish and the rest are given back."""
+    The rules are checked and messages composed here; the provider calls run in a pool of threads
+    per medium, each channel paced to its rate, so a slow provider does not serialise the sends.
+    A medium's next batch is claimed while the last sends of the one before are still out. Only
+    this thread touches the session; sending threads write one guarded UPDATE of their own. Once
+    `stop` is set (the worker is shutting down) the sends under way finish and the rest are given
+    back."""
     clock, fixed_now = utcnow(), now
     concurrency = concurrency or current_app.config["FEEDBACK_SEND_CONCURRENCY"]
     engine = db.engine
     report = DispatchReport()
-    pending: deque[tuple[Invitation, str, datetime]] = deque()
-    in_flight: dict[Future, Invitation] = {}
-    more = True
+    in_flight: dict[Future, tuple[_Stream, Invitation, str]] = {}
 
     def collect() -> None:
         for future in wait(in_flight, return_when=FIRST_COMPLETED).done:
-            invitation = in_flight.pop(future)
+            stream, invitation, claim = in_flight.pop(future)
+            stream.busy -= 1
             result = future.result()
             if fixed_now is not None:  # a simulation (the demo, tests) runs on a clock of its own
-                result.at = result.at and fixed_now + (result.at - clock)
-            _record(report, invitation, worker, *_outcome(invitation, result, max_attempts))
+                result.at = fixed_now + (result.at - clock)
+            _record(report, invitation, claim, *_outcome(invitation, result, max_attempts))
 
     # Each outcome is committed on its own, and a commit would otherwise expire every row loaded
     # for the batch, reloading them one by one. Outcomes are written with guarded UPDATEs that
     # also refresh the loaded rows; opt-outs and text limits are always queried afresh.
     session = db.session()
     expire_on_commit, session.expire_on_commit = session.expire_on_commit, False
-    try:
-        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="send") as pool:
+    with ExitStack() as pools:
+        streams = [_Stream(medium, pools.enter_context(ThreadPoolExecutor(concurrency, f"send-{medium}")))
+                   for medium in MEDIA]
+        try:
             while True:
-                if stop is not None and stop.is_set():
-                    more = False
-                    while pending:
-                        _record(report, pending.popleft()[0], worker, "released", _GIVEN_BACK)
-                if not pending and more:
-                    batch_now = fixed_now or utcnow()
-                    claimed = claim_due(batch_now, worker, batch_size)
-                    report.claimed += len(claimed)
-                    rows = _load(claimed)
-                    pending.extend((rows[inv_id], token, batch_now) for inv_id, token in claimed.items())
-                    more = until_idle and len(claimed) == batch_size
-                if not pending:
+                for stream in streams:
+                    if stop is not None and stop.is_set():
+                        stream.more = False
+                        while stream.pending:
+                            invitation, token, _ = stream.pending.popleft()
+                            _record(report, invitation, hash_secret(token), "released", _GIVEN_BACK)
+                    if not stream.pending and stream.more:
+                        batch_now = fixed_now or utcnow()
+                        claimed = claim_due(batch_now, worker, batch_size, stream.medium)
+                        report.claimed += len(claimed)
+                        rows = _load(claimed)
+                        stream.pending.extend((rows[i], token, batch_now) for i, token in claimed.items())
+                        stream.more = until_idle and len(claimed) == batch_size
+                ready = next((st for st in streams if st.pending and st.busy < concurrency), None)
+                if ready is None:
                     if not in_flight:
                         break
                     collect()
                     continue
-                invitation, token, batch_now = pending.popleft()
-                inv_id = invitation.id
-                channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
+                invitation, token, batch_now = ready.pending.popleft()
+                claim = hash_secret(token)
+                channel = (channels or {}).get(ready.medium) or channel_for(ready.medium)
                 try:
                     prepared = _prepare(invitation, token, policy, batch_now, max_attempts)
                 except Exception:
                     # Something broke before anything was handed to a channel: back in the queue.
                     db.session.rollback()
-                    log.exception("invitation %s: error before sending", inv_id)
+                    log.exception("invitation %s: error before sending", invitation.id)
                     prepared = _requeue(invitation, batch_now, max_attempts, "error before sending")
                 if not isinstance(prepared, Message):
-                    _record(report, invitation, worker, *prepared)
+                    _record(report, invitation, claim, *prepared)
                     continue
-                if len(in_flight) >= concurrency:
-                    collect()
-                in_flight[pool.submit(_send, engine, worker, inv_id, channel, prepared)] = invitation
-    finally:
-        session.expire_on_commit = expire_on_commit
+                ready.busy += 1
+                in_flight[ready.pool.submit(_send, engine, claim, channel, prepared)] = (ready, invitation, claim)
+        finally:
+            session.expire_on_commit = expire_on_commit
     if report.claimed:
         log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
     return report
@@ -162,37 +180,46 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
 
 @dataclass
 class SendResult:
-    """What a sending thread reports: the provider's receipt, its refusal, or a doubt."""
+    """What a sending thread reports: the provider's receipt, its refusal, or a doubt; or that it
+    did not hand the message over at all."""
 
+    at: datetime
     started: bool = True
     delivery: Delivery | None = None
     error: SendError | None = None
     doubt: str | None = None
-    at: datetime | None = None
 
 
-def _send(engine, worker: str, inv_id: int, channel: Channel, message: Message) -> SendResult:
+def _send(engine, claim: str, channel: Channel, message: Message) -> SendResult:
     """In a sending thread: wait for the provider's pace, record that the message is being handed
-    over (so a crash from here on leaves it in doubt, never resent), then hand it over."""
-    channel.pacer.wait()
-    table = Invitation.__table__
-    with engine.begin() as conn:
-        started = conn.execute(
-            update(table).where(table.c.id == inv_id, table.c.claimed_by == worker, table.c.status == "sending",
-                                table.c.send_started_at.is_(None))
-            .values(send_started_at=utcnow())).rowcount == 1
-    if not started:  # the claim was given back (a lease that ran out): someone else has it now
-        return SendResult(started=False)
+    over (so a crash from here on leaves it in doubt, never resent), then hand it over. The
+    hand-over is refused if the claim is no longer ours, or if the address opted out meanwhile."""
+    channel.pacer.wait(rate_units(message))
+    table, opt_outs = Invitation.__table__, OptOut.__table__
     try:
-        return SendResult(delivery=channel.send(message), at=utcnow())
+        with engine.begin() as conn:
+            started = conn.execute(
+                update(table).where(
+                    table.c.id == message.invitation_id, table.c.token_hash == claim, table.c.status == "sending",
+                    table.c.send_started_at.is_(None),
+                    ~exists().where(opt_outs.c.medium == message.medium,
+                                    opt_outs.c.address == normalise_address(message.medium, message.to)))
+                .values(send_started_at=utcnow())).rowcount == 1
+    except Exception:
+        log.exception("invitation %s: could not record the hand-over; not sent", message.invitation_id)
+        return SendResult(utcnow(), started=False, error=SendError("could not record the hand-over"))
+    if not started:
+        return SendResult(utcnow(), started=False)
+    try:
+        return SendResult(utcnow(), delivery=channel.send(message))
     except SendError as exc:
-        return SendResult(error=exc, at=utcnow())
+        return SendResult(utcnow(), error=exc)
     except UncertainSendError as exc:
-        return SendResult(doubt=str(exc), at=utcnow())
+        return SendResult(utcnow(), doubt=str(exc))
     except Exception:
         # The channel broke in a way we cannot read: it may or may not have sent.
-        log.exception("invitation %s: channel raised an unexpected error", inv_id)
-        return SendResult(doubt="channel raised an unexpected error", at=utcnow())
+        log.exception("invitation %s: channel raised an unexpected error", message.invitation_id)
+        return SendResult(utcnow(), doubt="channel raised an unexpected error")
 
 
 def _load(ids) -> dict[int, Invitation]:
@@ -205,9 +232,12 @@ def _load(ids) -> dict[int, Invitation]:
         .execution_options(populate_existing=True))}
 
 
-def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> tuple[str, dict | None]:
+def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> tuple[str, dict]:
     if not result.started:
-        return "lost", None
+        if result.error is not None:  # the database, not the provider: nothing went out
+            return _requeue(invitation, result.at, max_attempts, str(result.error))
+        # Still ours (else the guarded record below is refused): the address opted out meanwhile.
+        return "skipped", {**_RELEASED, "status": "skipped", "skip_reason": "opted-out"}
     if result.delivery is not None:
         # A status callback may have beaten us here: it knows more than the provider's first answer.
         return "sent", {"status": "sent", "sent_at": result.at,
@@ -221,35 +251,39 @@ def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> t
     log.warning("invitation %s: send error %s", invitation.id, exc.code or type(exc).__name__)
     if exc.transient:
         return _requeue(invitation, result.at, max_attempts, error, exc.code)
-    return _failed(error, exc.code, address_blocked=exc.address_blocked)
+    return _failed(error, exc.code, fail_over=exc.address_refused, address_blocked=exc.address_blocked)
 
 
-def _record(report: DispatchReport, invitation: Invitation, worker: str, outcome: str, values: dict | None) -> None:
-    applied = values is not None and _finish(invitation, worker, outcome, values)
-    report.add(outcome if applied else "lost")
+def _record(report: DispatchReport, invitation: Invitation, claim: str, outcome: str, values: dict) -> None:
+    report.add(outcome if _finish(invitation, claim, outcome, values) else "lost")
 
 
 _RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None,
              "send_started_at": None}
+# A claimed row never handed over, returned to the queue as it was (the claim was no attempt).
+_GIVEN_BACK = {**_RELEASED, "status": "scheduled", "attempts": Invitation.attempts - 1}
 
 
-def _finish(invitation: Invitation, worker: str, outcome: str, values: dict) -> bool:
-    """Record an outcome, unless the row changed under us (a lease that ran out during a very slow
-    send, then an answer): whatever happened to it then stands."""
+def _finish(invitation: Invitation, claim: str, outcome: str, values: dict) -> bool:
+    """Record an outcome, unless the row changed under us (a claim given back after its lease ran
+    out during a very slow send, then taken again; an answer): whatever happened to it then stands."""
     values = dict(values)
-    address, blocked = invitation.sent_to, values.pop("address_blocked", False)
+    address = invitation.sent_to
+    fall_over, blocked = values.pop("fail_over", False), values.pop("address_blocked", False)
     applied = db.session.execute(
         update(Invitation)
-        .where(Invitation.id == invitation.id, Invitation.claimed_by == worker,
+        .where(Invitation.id == invitation.id, Invitation.token_hash == claim,
                Invitation.status.in_(("sending", "unknown")))
         .values(**values)
     ).rowcount == 1
     if applied and outcome == "sent":
         record_sent(invitation)
-        if invitation.delivery_status in UNDELIVERED:
-            # A status callback got here first, and the message did not arrive.
-            fail_undelivered(invitation, utcnow())
-    if applied and outcome == "failed" and values.get("error_code"):
+    if applied and outcome == "unknown":
+        db.session.refresh(invitation, ["delivery_status"])
+    if applied and outcome in ("sent", "unknown") and invitation.delivery_status:
+        # A status callback came in while we waited for the provider: what it said stands.
+        settle(invitation)
+    if applied and fall_over:
         # The provider refused this address: the rule's next channel gets its chance.
         fail_over(invitation, utcnow())
     db.session.commit()
@@ -258,13 +292,10 @@ def _finish(invitation: Invitation, worker: str, outcome: str, values: dict) -> 
     return applied
 
 
-# A claimed row never handed over, returned to the queue as it was (the claim was no attempt).
-_GIVEN_BACK = {**_RELEASED, "status": "scheduled", "attempts": Invitation.attempts - 1}
-
-
-def _failed(error: str, code: str | None = None, address_blocked: bool = False) -> tuple[str, dict]:
+def _failed(error: str, code: str | None = None, fail_over: bool = False,
+            address_blocked: bool = False) -> tuple[str, dict]:
     return "failed", {**_RELEASED, "status": "failed", "last_error": error, "error_code": code,
-                      "address_blocked": address_blocked}
+                      "fail_over": fail_over, "address_blocked": address_blocked}
 
 
 def _requeue(invitation: Invitation, now, max_attempts: int, error: str, code: str | None = None) -> tuple[str, dict]:
@@ -326,11 +357,28 @@ def recover_stale(now=None, lease: timedelta = timedelta(minutes=5)) -> int:
     # The provider may have told us about some already (a status callback beat the crash).
     for invitation in db.session.scalars(select(Invitation).where(
             Invitation.status == "unknown", Invitation.delivery_status.is_not(None))):
-        doubt -= confirm_sent(invitation)
+        settle(invitation, now=now)
     db.session.commit()
     if requeued or doubt:
         log.warning("recover: %d claims given back, %d invitations in doubt marked unknown", requeued, doubt)
     return doubt
+
+
+def in_doubt() -> list[Invitation]:
+    return list(db.session.scalars(select(Invitation).where(Invitation.status == "unknown")
+                                   .order_by(Invitation.claimed_at, Invitation.id)))
+
+
+def resend_in_doubt(ids) -> int:
+    """A person decided these invitations in doubt never went out: back in the queue, due now.
+    Committed; returns how many were still in doubt."""
+    count = db.session.execute(
+        update(Invitation).where(Invitation.id.in_(list(ids)), Invitation.status == "unknown")
+        .values(**_RELEASED, status="scheduled", send_at=utcnow(), last_error="resent by hand")
+    ).rowcount
+    db.session.commit()
+    log.warning("invitations in doubt queued again by hand: %d", count)
+    return count
 
 
 def expire_unanswered(policy: SendPolicy, now=None) -> int:

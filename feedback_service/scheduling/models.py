@@ -59,12 +59,18 @@ class Invitation(db.Model):
     # processed, deferred, delivered, bounce, dropped (SendGrid).
     delivery_status: Mapped[str | None] = mapped_column(db.String(20), nullable=True)
     delivered_at = mapped_column(UTCDateTime, nullable=True)
+    email_opened_at = mapped_column(UTCDateTime, nullable=True)  # SendGrid's open pixel
     # The one polite "please reply with a number" a text survey gets.
     reply_prompted_at = mapped_column(UTCDateTime, nullable=True)
     expires_at = mapped_column(UTCDateTime, nullable=True)
     opened_at = mapped_column(UTCDateTime, nullable=True)
     answered_at = mapped_column(UTCDateTime, nullable=True)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+
+    @property
+    def handed_over_at(self):
+        """When the message went to the provider, for one whose send we could not record."""
+        return self.send_started_at or self.claimed_at
 
     event = relationship("Event", back_populates="invitations")
     patient = relationship("Patient")

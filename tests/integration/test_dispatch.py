@@ -16,6 +16,7 @@ from feedback_service import create_app
 from feedback_service.channels.base import Pacer
 from feedback_service.channels.console import ConsoleChannel
 from feedback_service.extensions import db
+from feedback_service.patients.models import OptOut
 from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.models import Invitation
 from feedback_service.rollups.models import DailyCounts
@@ -171,7 +172,7 @@ def test_an_invitation_in_doubt_is_not_resent_but_its_link_still_works(app, clie
     assert done.status_code == 302
     with app.app_context():
         row = db.session.get(Invitation, inv_id)
-        assert row.status == "answered" and row.sent_at == row.claimed_at
+        assert row.status == "answered" and row.sent_at == row.send_started_at
         counts = db.session.query(DailyCounts).filter_by(touchpoint_id=row.touchpoint_id,
                                                           day=row.event.occurred_at.date()).one()
         assert (counts.sent, counts.responses) == (1, 1)
@@ -207,4 +208,76 @@ def test_a_stopping_worker_finishes_the_sends_under_way_and_gives_the_rest_back(
                 assert inv.status == "sent"
             else:  # given back as it was: due again, no attempt counted, no claim left
                 assert (inv.status, inv.attempts, inv.claimed_by, inv.token_hash) == ("scheduled", 0, None, None)
+        db.session.rollback()
+
+
+class _OptsOutTheNextNumber:
+    """A channel during whose first send the next patient texts STOP (written as the webhook
+    would, on a connection of its own)."""
+
+    name = "opting-out"
+    pacer = Pacer(None)
+
+    def __init__(self, outbox, engine, number):
+        self.inner, self.engine, self.number = ConsoleChannel(str(outbox)), engine, number
+
+    def send(self, message):
+        if message.to != self.number and self.engine is not None:
+            engine, self.engine = self.engine, None
+            with engine.begin() as conn:
+                conn.execute(OptOut.__table__.insert().values(medium="sms", address=self.number, source="test",
+                                                              created_at=datetime.now(timezone.utc)))
+        return self.inner.send(message)
+
+
+def test_a_stop_that_arrives_while_a_text_waits_its_turn_stops_it(app, client, auth, outbox, new_journey):
+    journey = new_journey()
+    first, second = event_body(journey=journey), event_body(journey=journey, consent_email=False)
+    first_id, second_id = post_batch(client, auth, [first, second])
+    with app.app_context():
+        channel = _OptsOutTheNextNumber(outbox, db.engine, second["patient"]["phone"])
+        # One send at a time: the second text is composed before the STOP, handed over after it.
+        report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=1, channels={"sms": channel})
+    assert report.outcomes.get("skipped", 0) >= 1
+    assert statuses(app, [first_id, second_id]) == {first_id: "sent", second_id: "skipped"}
+    assert second_id not in {m["invitation_id"] for m in outbox_lines(outbox)}
+
+
+def test_a_claim_given_back_and_taken_again_cannot_be_finished_by_its_first_holder(app, client, auth, outbox,
+                                                                                  new_journey):
+    from feedback_service.scheduling.dispatch import _finish, claim_due, recover_stale
+    [inv_id] = post_batch(client, auth, [event_body(journey=new_journey())])
+    with app.app_context():
+        now = datetime.now(timezone.utc)
+        first = claim_due(now, "w1", 1000, "sms")[inv_id]
+        # The first holder stalls past its lease before handing over; the row goes back and the
+        # same worker (same name) claims it again with a new link.
+        assert recover_stale(now=now + timedelta(minutes=10)) == 0
+        assert statuses(app, [inv_id])[inv_id] == "scheduled"
+        second = claim_due(now + timedelta(minutes=10), "w1", 1000, "sms")[inv_id]
+        invitation = db.session.get(Invitation, inv_id)
+        from feedback_service.security import hash_secret
+        assert not _finish(invitation, hash_secret(first), "sent", {"status": "sent", "sent_at": now})
+        assert _finish(invitation, hash_secret(second), "released",
+                       {"status": "scheduled", "token_hash": None, "claimed_by": None, "claimed_at": None,
+                        "sent_to": None, "expires_at": None, "send_started_at": None,
+                        "attempts": Invitation.attempts - 1})
+        db.session.rollback()
+    assert statuses(app, [inv_id])[inv_id] == "scheduled"
+
+
+def test_a_worker_that_died_before_handing_over_gives_its_claim_back(app, client, auth, outbox, new_journey):
+    from feedback_service.scheduling.dispatch import claim_due, recover_stale
+    ids = post_batch(client, auth, [event_body(journey=new_journey()) for _ in range(2)])
+    with app.app_context():
+        now = datetime.now(timezone.utc)
+        claimed = claim_due(now, "dead-worker", 1000, "sms")
+        assert set(ids) <= set(claimed)
+        # One of them had been handed over when the worker died.
+        db.session.query(Invitation).filter_by(id=ids[0]).update({"send_started_at": now})
+        db.session.commit()
+        recover_stale(now=now + timedelta(minutes=10))
+        rows = {i: db.session.get(Invitation, i) for i in ids}
+        assert (rows[ids[0]].status, rows[ids[0]].token_hash is not None) == ("unknown", True)
+        assert (rows[ids[1]].status, rows[ids[1]].attempts, rows[ids[1]].token_hash) == ("scheduled", 0, None)
         db.session.rollback()

@@ -9,6 +9,7 @@ import re
 import socket
 import subprocess
 import sys
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.models import Invitation
 from feedback_service.scheduling.rules import SendPolicy
 from feedback_service.sqltypes import utcnow
-from tests.conftest import SENDER, SENDGRID_KEY, TWILIO_SERVICE, TWILIO_SID, TWILIO_TOKEN, event_body
+from tests.conftest import SENDER, SENDGRID_KEY, TWILIO_SERVICE, TWILIO_SID, TWILIO_TOKEN, event_body, twilio_post
 
 
 def post(client, auth, body) -> dict:
@@ -185,34 +186,41 @@ def test_throttling_and_server_errors_are_retried_with_backoff(provider_app, pro
     assert len(fake_twilio.sends(to=phone)) == 2 and len(fake_twilio.messages) >= 1
 
 
-def test_a_provider_that_keeps_failing_fails_the_invitation_after_the_last_attempt(
-        provider_app, provider_client, auth, fake_twilio, fake_sendgrid, new_journey):
+@pytest.mark.parametrize(("status", "code"), [(503, 20503), (401, 20003), (400, 21606)])
+def test_a_provider_or_account_that_keeps_failing_fails_the_invitation_but_not_over_to_email(
+        provider_app, provider_client, auth, fake_twilio, new_journey, status, code):
+    # Twilio down, our credentials refused, our sender misconfigured: none of it is the patient's
+    # number, so the patients are not moved to email wholesale.
     body = event_body(journey=new_journey())
     inv = post(provider_client, auth, body)
-    fake_twilio.reply_next(503, twilio_error(20503, 503), times=2, to=body["patient"]["phone"])
+    fake_twilio.reply_next(status, twilio_error(code, status), times=2, to=body["patient"]["phone"])
     dispatch(provider_app, max_attempts=2)
+    assert row(provider_app, inv["id"]).status == "scheduled"
     dispatch(provider_app, now=row(provider_app, inv["id"]).send_at, max_attempts=2)
     failed = row(provider_app, inv["id"])
-    assert (failed.status, failed.attempts, failed.error_code) == ("failed", 2, "20503")
-    # Then the rule's next channel gets its chance.
-    assert successor(provider_app, inv["id"]).channel == "email"
+    assert (failed.status, failed.attempts, failed.error_code) == ("failed", 2, str(code))
+    assert successor(provider_app, inv["id"]) is None
 
 
-def test_an_invalid_number_fails_with_twilios_code_and_falls_over_to_email(
-        provider_app, provider_client, auth, fake_twilio, fake_sendgrid, new_journey):
-    body = event_body(journey=new_journey(), email="falls.over@example.org")
+@pytest.mark.parametrize("code", [21211, 21614, 21612])
+def test_a_number_twilio_refuses_fails_with_its_code_and_falls_over_to_email(
+        provider_app, provider_client, auth, fake_twilio, fake_sendgrid, new_journey, code):
+    body = event_body(journey=new_journey(), email=f"falls.over.{code}@example.org")
     phone = body["patient"]["phone"]
     inv = post(provider_client, auth, body)
-    fake_twilio.reply_next(400, twilio_error(21211, 400), to=phone)
+    error = twilio_error(code, 400)
+    error["message"] = f"The 'To' number {phone} is not a valid phone number."  # as Twilio words it
+    fake_twilio.reply_next(400, error, to=phone)
     dispatch(provider_app)
     failed = row(provider_app, inv["id"])
-    assert (failed.status, failed.error_code, failed.attempts) == ("failed", "21211", 1)
-    assert "21211" in failed.last_error and not is_opted_out_in(provider_app, "sms", phone)
+    assert (failed.status, failed.error_code, failed.attempts) == ("failed", str(code), 1)
+    assert str(code) in failed.last_error and phone not in failed.last_error
+    assert not is_opted_out_in(provider_app, "sms", phone)
     email = successor(provider_app, inv["id"])
     assert (email.channel, email.status, email.stage_id) == ("email", "scheduled", failed.stage_id)
     dispatch(provider_app)
     assert row(provider_app, email.id).status == "sent"
-    assert len(fake_sendgrid.sends(to="falls.over@example.org")) == 1
+    assert len(fake_sendgrid.sends(to=f"falls.over.{code}@example.org")) == 1
     assert len(fake_twilio.sends(to=phone)) == 1  # the text is not tried again
 
 
@@ -244,31 +252,47 @@ def test_sendgrid_errors_are_sorted_into_retry_and_failure(provider_app, provide
 
 # -- when the answer never comes -----------------------------------------------------------------
 
-def test_a_text_taken_but_not_answered_in_time_is_found_at_twilio_not_sent_twice(
+def test_a_text_whose_answer_never_came_is_left_in_doubt_until_twilio_says_it_went(
         provider_app, provider_client, auth, fake_twilio, new_journey):
     body = event_body(journey=new_journey())
     phone = body["patient"]["phone"]
     inv = post(provider_client, auth, body)
-    fake_twilio.accept_slowly(3.0, to=phone)  # the client gives up after 2 s
+    fake_twilio.accept_slowly(3.0, to=phone)  # Twilio takes it; its answer comes after our 2 s
     dispatch(provider_app)
-    stored = row(provider_app, inv["id"])
-    assert [m["sid"] for m in fake_twilio.messages if m["to"] == phone] == [stored.provider_message_id]
-    assert stored.status == "sent" and len(fake_twilio.sends(to=phone)) == 1
-    assert [r.method for r in fake_twilio.requests if r.query.get("To") == phone] == ["GET"]  # the look-up
+    doubt = row(provider_app, inv["id"])
+    assert (doubt.status, doubt.sent_at) == ("unknown", None)
+    run_jobs(provider_app)
+    dispatch(provider_app, now=utcnow() + timedelta(hours=2))
+    assert len(fake_twilio.sends(to=phone)) == 1  # never sent again by itself
+    # Twilio's status callback for it settles the doubt.
+    [message] = [m for m in fake_twilio.messages if m["to"] == phone]
+    r = twilio_post(provider_client, f"/webhooks/twilio/status?invitation={inv['id']}",
+                    {"MessageSid": message["sid"], "MessageStatus": "delivered", "AccountSid": TWILIO_SID})
+    assert r.status_code == 204
+    settled = row(provider_app, inv["id"])
+    assert (settled.status, settled.provider_message_id, settled.sent_at) == (
+        "sent", message["sid"], doubt.send_started_at)
 
 
-def test_a_text_twilio_never_took_is_retried_after_the_look_up_finds_nothing(
-        provider_app, provider_client, auth, fake_twilio, new_journey):
+def test_a_text_in_doubt_is_resent_only_by_a_persons_decision(provider_app, provider_client, auth, fake_twilio,
+                                                              new_journey):
     body = event_body(journey=new_journey())
     phone = body["patient"]["phone"]
     inv = post(provider_client, auth, body)
     fake_twilio.reply_next(500, twilio_error(20500, 500), delay=3.0, to=phone)  # stalls, takes nothing
     dispatch(provider_app)
-    stored = row(provider_app, inv["id"])
-    assert (stored.status, stored.error_code) == ("scheduled", "timeout")
-    dispatch(provider_app, now=stored.send_at)
-    assert row(provider_app, inv["id"]).status == "sent"
-    assert len([m for m in fake_twilio.messages if m["to"] == phone]) == 1
+    assert row(provider_app, inv["id"]).status == "unknown"
+    runner = provider_app.test_cli_runner()
+    listed = runner.invoke(args=["invitations", "in-doubt"])
+    assert listed.exit_code == 0 and f"{inv['id']}\tsms\t" in listed.output and phone not in listed.output
+    first_link = row(provider_app, inv["id"]).token_hash
+    resent = runner.invoke(args=["invitations", "resend", str(inv["id"])])
+    assert resent.exit_code == 0 and "1 of 1" in resent.output
+    dispatch(provider_app)
+    again = row(provider_app, inv["id"])
+    assert again.status == "sent" and again.token_hash != first_link
+    assert len(fake_twilio.sends(to=phone)) == 2
+    assert runner.invoke(args=["invitations", "resend", str(inv["id"])]).output.startswith("0 of 1")
 
 
 def test_an_email_whose_answer_never_came_is_left_in_doubt_and_never_resent(
@@ -284,21 +308,30 @@ def test_an_email_whose_answer_never_came_is_left_in_doubt_and_never_resent(
     assert len(fake_sendgrid.sends(to=email)) == 1
 
 
-def test_an_unreachable_provider_is_retried(provider_settings, provider_client, auth, new_journey):
+def test_an_unreachable_provider_is_retried(provider_settings, provider_client, auth, new_journey, fake_twilio):
     # A port nothing listens on: the connection is refused, so nothing can have been sent.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]
     app = create_app({"TESTING": True, **provider_settings, "TWILIO_API_BASE_URL": f"http://127.0.0.1:{closed_port}",
                       "SENDGRID_API_BASE_URL": f"http://127.0.0.1:{closed_port}"})
+    # TLS to a server that does not speak it fails in the handshake: nothing was sent either.
+    tls_app = create_app({"TESTING": True, **provider_settings,
+                          "TWILIO_API_BASE_URL": fake_twilio.url.replace("http://", "https://")})
+    tls_body = event_body(journey=new_journey())
+    tls = post(provider_client, auth, tls_body)
+    dispatch(tls_app)
+    assert (row(tls_app, tls["id"]).status, row(tls_app, tls["id"]).error_code) == ("scheduled", "unreachable")
+    assert fake_twilio.sends(to=tls_body["patient"]["phone"]) == []
     sms = post(provider_client, auth, event_body(journey=new_journey()))
     email = post(provider_client, auth, event_body(journey=new_journey(), consent_sms=False))
     dispatch(app)
     for inv in (sms, email):
         stored = row(app, inv["id"])
         assert (stored.status, stored.error_code) == ("scheduled", "unreachable")
-    with app.app_context():
-        db.engine.dispose()
+    for each in (app, tls_app):
+        with each.app_context():
+            db.engine.dispose()
 
 
 # -- pace and concurrency ------------------------------------------------------------------------
@@ -322,6 +355,34 @@ def test_sends_run_concurrently_but_never_faster_than_the_configured_rate(provid
     assert fake_twilio.max_in_flight > 1
     with app.app_context():
         db.engine.dispose()
+
+
+def test_emails_do_not_wait_behind_texts_paced_to_a_slow_number(provider_settings, provider_client, auth,
+                                                                fake_twilio, fake_sendgrid, new_journey):
+    app = create_app({"TESTING": True, **provider_settings, "FEEDBACK_SMS_RATE_PER_SECOND": 1.0,
+                      "FEEDBACK_SEND_CONCURRENCY": 4})
+    journey = new_journey()
+    texts = [event_body(journey=journey) for _ in range(3)]
+    emails = [event_body(journey=journey, consent_sms=False, email=f"hol{i}-{uuid.uuid4().hex[:6]}@example.org")
+              for i in range(3)]
+    r = provider_client.post("/api/v1/events", json=texts + emails, headers=auth)
+    assert r.status_code == 202
+    dispatch(app)
+    text_times = sorted(s.at for b in texts for s in fake_twilio.sends(to=b["patient"]["phone"]))
+    email_times = [s.at for b in emails for s in fake_sendgrid.sends(to=b["patient"]["email"])]
+    assert len(text_times) == 3 and len(email_times) == 3
+    # The texts take two seconds at one a second; every email is out before the last of them.
+    assert text_times[-1] - text_times[0] >= 1.8
+    assert max(email_times) < text_times[-1]
+    with app.app_context():
+        db.engine.dispose()
+
+
+def test_provider_settings_that_cannot_work_stop_start_up(provider_settings):
+    with pytest.raises(RuntimeError, match="TWILIO_AUTH_TOKEN"):
+        create_app({"TESTING": True, **provider_settings, "TWILIO_AUTH_TOKEN": ""})
+    with pytest.raises(RuntimeError, match="SENDGRID_WEBHOOK_PUBLIC_KEY"):
+        create_app({"TESTING": True, **provider_settings, "SENDGRID_WEBHOOK_PUBLIC_KEY": "bm90LWEta2V5"})
 
 
 # -- which channel carries what ------------------------------------------------------------------

@@ -177,7 +177,7 @@ def sg_post(client, events, key):
 
 
 def delivery_fields(inv: Invitation) -> tuple:
-    return (inv.status, inv.delivery_status, inv.delivered_at, inv.opened_at, inv.error_code, inv.sent_at)
+    return (inv.status, inv.delivery_status, inv.delivered_at, inv.email_opened_at, inv.error_code, inv.sent_at)
 
 
 @pytest.fixture
@@ -202,7 +202,7 @@ def test_twilio_posts_without_a_valid_signature_are_refused_and_change_nothing(
         app, provider_app, provider_client, auth, fake_twilio, new_journey):
     _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, new_journey())
     phone = inv.sent_to
-    stop = {"From": phone, "To": OUR_NUMBER, "Body": "STOP", "AccountSid": TWILIO_SID}
+    stop = {"From": phone, "To": OUR_NUMBER, "Body": "STOP", "AccountSid": TWILIO_SID, "MessageSid": "SM" + uuid.uuid4().hex}
     forged = [
         twilio_post(provider_client, SMS_PATH, stop, signature="not-a-signature"),
         provider_client.post(SMS_PATH, data=stop),  # no X-Twilio-Signature at all
@@ -548,7 +548,7 @@ def test_a_blocked_bounce_does_not_suppress_the_address(provider_app, provider_c
 def test_sendgrid_delivered_and_open_are_recorded_once(provider_app, provider_client, auth, fake_sendgrid,
                                                        new_journey, sendgrid_signing_key):
     _body, inv, _ = sent_email(provider_app, provider_client, auth, fake_sendgrid, new_journey())
-    assert inv.delivery_status == "accepted" and inv.delivered_at is None and inv.opened_at is None
+    assert inv.delivery_status == "accepted" and inv.delivered_at is None and inv.email_opened_at is None
     events = [sg_event(inv, "processed"), sg_event(inv, "delivered", response="250 OK")]
     assert sg_post(provider_client, events, sendgrid_signing_key) == {"received": 2, "matched": 2}
     delivered = row(provider_app, inv.id)
@@ -557,7 +557,9 @@ def test_sendgrid_delivered_and_open_are_recorded_once(provider_app, provider_cl
     opened = sg_event(inv, "open", useragent="Mozilla/5.0")
     assert sg_post(provider_client, [opened], sendgrid_signing_key)["matched"] == 1
     recorded = row(provider_app, inv.id)
-    assert recorded.opened_at is not None and recorded.delivered_at == delivered.delivered_at
+    # The email was opened; the survey page was not (that is `opened_at`, for the funnel).
+    assert recorded.email_opened_at is not None and recorded.opened_at is None
+    assert recorded.delivered_at == delivered.delivered_at
     assert recorded.status == "sent"
 
     time.sleep(0.01)  # a second recording would carry a later time
@@ -588,7 +590,7 @@ def test_a_sendgrid_event_proves_an_email_in_doubt_went_out(provider_app, provid
         db.session.commit()
     assert sg_post(provider_client, [sg_event(inv, "open")], sendgrid_signing_key)["matched"] == 1
     proved = row(provider_app, inv.id)
-    assert (proved.status, proved.opened_at is not None, proved.sent_at is not None) == ("sent", True, True)
+    assert (proved.status, proved.email_opened_at is not None, proved.sent_at is not None) == ("sent", True, True)
 
 
 def test_a_sendgrid_event_for_another_address_is_ignored(provider_app, provider_client, auth, fake_sendgrid,
@@ -636,3 +638,64 @@ def test_unsubscribe_with_an_unknown_token_is_404(provider_client, token):
     assert provider_client.get(f"/unsubscribe/{token}").status_code == 404
     r = provider_client.post(f"/unsubscribe/{token}", data=ONE_CLICK, content_type="application/x-www-form-urlencoded")
     assert r.status_code == 404
+
+
+# -- replays and odd posts -------------------------------------------------------------------
+
+def test_a_text_delivered_twice_is_acted_on_once(provider_app, provider_client):
+    # Twilio retries a webhook it got no answer to; a captured START must not undo a later STOP.
+    phone = new_phone()
+    start = {"From": phone, "To": OUR_NUMBER, "Body": "START", "AccountSid": TWILIO_SID,
+             "MessageSid": "SM" + uuid.uuid4().hex}
+    assert twiml_messages(text(provider_client, phone, "STOP")) == []
+    assert twiml_messages(twilio_post(provider_client, SMS_PATH, start)) == []
+    assert not opted_out(provider_app, "sms", phone)
+    assert twiml_messages(text(provider_client, phone, "STOP")) == []
+    assert twiml_messages(twilio_post(provider_client, SMS_PATH, start)) == []  # the same message again
+    assert opted_out(provider_app, "sms", phone)
+
+
+@pytest.mark.parametrize("query", ["invitation=99999999999999999999999", "invitation=%C2%B2", "invitation=-5",
+                                   "invitation=%FF%FE"])
+def test_odd_invitation_ids_in_a_signed_status_callback_match_nothing(provider_client, query):
+    r = twilio_post(provider_client, f"/webhooks/twilio/status?{query}",
+                    {"MessageSid": "SM" + uuid.uuid4().hex, "MessageStatus": "delivered", "AccountSid": TWILIO_SID})
+    assert r.status_code == 204
+
+
+def test_a_signed_text_without_sender_or_id_is_a_clear_400(provider_client):
+    r = twilio_post(provider_client, SMS_PATH, {"Body": "STOP", "AccountSid": TWILIO_SID})
+    assert r.status_code == 400 and "From and MessageSid" in r.get_json()["error"]
+
+
+def test_odd_sendgrid_events_are_skipped_not_a_500(provider_app, provider_client, auth, fake_sendgrid, new_journey,
+                                                   sendgrid_signing_key):
+    _body, inv, _ = sent_email(provider_app, provider_client, auth, fake_sendgrid, new_journey())
+    odd = [
+        {**sg_event(inv, "delivered"), "invitation_id": "²"},
+        {**sg_event(inv, "delivered"), "invitation_id": "9" * 30},
+        {**sg_event(inv, "delivered"), "event": ["delivered"]},
+        {**sg_event(inv, "bounce"), "email": "x" * 300 + "@example.org"},
+        {**sg_event(inv, "delivered"), "email": None},
+    ]
+    assert sg_post(provider_client, odd, sendgrid_signing_key) == {"received": 5, "matched": 0}
+    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(inv)
+
+
+def test_an_undelivered_callback_that_beat_a_crash_still_fails_over_after_recovery(
+        provider_app, provider_client, auth, fake_twilio, fake_sendgrid, new_journey):
+    from datetime import datetime, timedelta, timezone
+
+    from feedback_service.scheduling.dispatch import recover_stale
+    _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, new_journey())
+    with provider_app.app_context():  # setup: the worker died after Twilio took it, before recording it
+        db.session.execute(update(Invitation).where(Invitation.id == inv.id).values(
+            status="sending", sent_at=None, provider_message_id=None, delivery_status=None))
+        db.session.commit()
+    callback(provider_client, inv, "undelivered", "30003")  # the handset is off: recorded, row not ours
+    assert row(provider_app, inv.id).status == "sending"
+    with provider_app.app_context():
+        recover_stale(now=datetime.now(timezone.utc) + timedelta(minutes=10))
+    settled = row(provider_app, inv.id)
+    assert (settled.status, settled.error_code, settled.sent_at) == ("failed", "30003", inv.send_started_at)
+    assert [s.channel for s in successors(provider_app, inv.id)] == ["email"]
