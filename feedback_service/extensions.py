@@ -3,6 +3,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
+from sqlalchemy.exc import IntegrityError
 
 # Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
 _naming = {
@@ -16,3 +17,15 @@ _naming = {
 db = SQLAlchemy(metadata=MetaData(naming_convention=_naming))
 migrate = Migrate()
 csrf = CSRFProtect()
+
+
+def insert_once(row) -> bool:
+    """Add and commit a row that a unique constraint guards; False, with nothing changed, when a
+    concurrent request (a double tap, a provider's retry) stored it a moment before."""
+    db.session.add(row)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return False
+    return True

@@ -151,11 +151,6 @@ class FakeProvider:
         twilio = TWILIO_MESSAGES.fullmatch(path)
         if twilio and method == "POST":
             return 201, self._accept_text(twilio["sid"], seen.form or {}), None
-        if twilio and method == "GET":
-            with self._lock:
-                found = [m for m in reversed(self.messages) if m["to"] == seen.query.get("To", m["to"])]
-            return 200, {"messages": found[:int(seen.query.get("PageSize", 50))], "next_page_uri": None,
-                         "page": 0, "page_size": 50}, None
         if path == "/_stats":  # for a benchmark running the fake in a process of its own
             with self._lock:
                 return 200, {"posts": sum(r.method == "POST" for r in self.requests),

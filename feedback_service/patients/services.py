@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 
-from ..extensions import db
+from ..extensions import db, insert_once
 from .models import OptOut, Patient
 
 
@@ -53,13 +52,7 @@ def opt_out(medium: str, address: str | None, source: str) -> bool:
     opted out, also when a second request (a double tap) recorded it a moment before."""
     if not address or is_opted_out(medium, address):
         return False
-    db.session.add(OptOut(medium=medium, address=normalise_address(medium, address), source=source))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return False
-    return True
+    return insert_once(OptOut(medium=medium, address=normalise_address(medium, address), source=source))
 
 
 def opt_in(medium: str, address: str) -> bool:

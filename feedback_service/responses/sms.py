@@ -5,10 +5,9 @@ import logging
 import re
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 
 from ..channels.messages import question_prompt, sms_reply
-from ..extensions import db
+from ..extensions import db, insert_once
 from ..journeys.questions import parse_sms_answer, sms_question
 from ..patients.models import Patient
 from ..patients.services import is_opted_out, opt_in, opt_out
@@ -74,13 +73,7 @@ def handle_text(number: str, body: str, message_id: str, now=None, opt_out_type:
 
 
 def _first_delivery(message_id: str, now) -> bool:
-    db.session.add(InboundMessage(provider_message_id=message_id[:64], received_at=now))
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return False
-    return True
+    return insert_once(InboundMessage(provider_message_id=message_id[:64], received_at=now))
 
 
 def _open_text_invitation(number: str, now) -> Invitation | None:
