@@ -33,10 +33,17 @@ def handle_text(number: str, body: str, message_id: str, now=None, opt_out_type:
     due. `opt_out_type` is what Twilio's Advanced Opt-Out made of it (STOP, START or HELP, for
     keywords configured there)."""
     now = now or utcnow()
-    if not _first_delivery(message_id, now):
+    if db.session.scalar(select(InboundMessage.id).where(InboundMessage.provider_message_id == message_id[:64])):
         log.info("inbound text: already handled")
         return None
-    word = (opt_out_type or "").lower() or keyword(body)
+    reply = _act(number, body, now, (opt_out_type or "").lower() or keyword(body))
+    # Noted once acted on: a crash before this lets Twilio's retry act again, which every effect
+    # below tolerates; a replay after it changes nothing.
+    insert_once(InboundMessage(provider_message_id=message_id[:64], received_at=now))
+    return reply
+
+
+def _act(number: str, body: str, now, word: str) -> str | None:
     if word in STOP_WORDS:
         # Twilio confirms the opt-out to the patient itself, and would block a reply from us.
         opt_out("sms", number, source="sms-keyword")
@@ -70,10 +77,6 @@ def handle_text(number: str, body: str, message_id: str, now=None, opt_out_type:
         return None
     return sms_reply("retry", invitation.locale,
                      question=question_prompt(question, invitation.locale) if question else None)
-
-
-def _first_delivery(message_id: str, now) -> bool:
-    return insert_once(InboundMessage(provider_message_id=message_id[:64], received_at=now))
 
 
 def _open_text_invitation(number: str, now) -> Invitation | None:

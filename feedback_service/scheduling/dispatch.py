@@ -14,9 +14,9 @@ import logging
 import random
 import threading
 from collections import deque
-from contextlib import ExitStack
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
