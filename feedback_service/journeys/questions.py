@@ -189,7 +189,7 @@ def parse_sms_answer(question: dict, reply: str) -> str | None:
     """The answer value in a patient's text reply ("4", "4 stars", "Yes!", "2" for the second
     option), or None when the reply does not read as one."""
     words = re.findall(r"[^\W_]+", reply.lower())
-    numbers = [int(w) for w in words if w.isdigit()]
+    numbers = [int(w) for w in words if w.isascii() and w.isdigit()]  # "²" is a digit, not a number
     qtype = question["type"]
     if qtype in SCALES:
         low, high, _ = SCALES[qtype]

@@ -77,18 +77,20 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
     if errors:
         raise AnswerError(errors)
 
-    was_in_doubt = invitation.status == "unknown"
-    # The conditional update is the "works once" guarantee, even for two submits at the same instant.
-    claimed = db.session.execute(
-        update(Invitation).where(Invitation.id == invitation.id, Invitation.status.in_(ANSWERABLE))
-        .values(status="answered", answered_at=now)
-    ).rowcount
-    if claimed != 1:
+    # Conditional updates are the "works once" guarantee, even for two submits at the same instant.
+    # One whose send was in doubt is answered first on its own, so that a provider callback
+    # confirming the send at the same moment cannot count it twice.
+    was_in_doubt = db.session.execute(
+        update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "unknown")
+        .values(status="answered", answered_at=now, sent_at=invitation.handed_over_at)
+    ).rowcount == 1
+    if not was_in_doubt and db.session.execute(
+            update(Invitation).where(Invitation.id == invitation.id, Invitation.status == "sent")
+            .values(status="answered", answered_at=now)).rowcount != 1:
         db.session.rollback()
         raise AlreadyAnswered()
     if was_in_doubt:
         # An answer proves the message went out: count the send the crash kept us from recording.
-        invitation.sent_at = invitation.handed_over_at
         record_sent(invitation)
     response = Response(
         invitation_id=invitation.id, journey_id=invitation.journey_id, stage_id=invitation.stage_id,

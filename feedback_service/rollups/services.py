@@ -32,8 +32,10 @@ def _cell(invitation) -> dict:
             "touchpoint_id": invitation.touchpoint_id, "day": invitation.event.occurred_at.date()}
 
 
-def record_sent(invitation) -> None:
-    _increment(DailyCounts, _cell(invitation), {"sent": 1, "responses": 0})
+def record_sent(invitation, count: int = 1) -> None:
+    """Count a send; -1 takes it back (the provider could not deliver it, and the rule's next
+    channel will send, and count, again)."""
+    _increment(DailyCounts, _cell(invitation), {"sent": count, "responses": 0})
 
 
 def record_answers(invitation, answers) -> None:

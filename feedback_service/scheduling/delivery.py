@@ -67,6 +67,7 @@ def settle(invitation: Invitation, message_id: str | None = None, now=None) -> N
                     last_error=f"provider: {invitation.delivery_status} {invitation.error_code or ''}".strip())
         ).rowcount == 1
         if failed:
+            record_sent(invitation, -1)  # its successor is counted when it goes out
             fail_over(invitation, now or utcnow())
 
 
@@ -74,14 +75,15 @@ def record_delivery(invitation: Invitation, status: str, error_code: str | None 
                     message_id: str | None = None, now=None) -> None:
     """Record what the provider says became of a message (committed)."""
     now = now or utcnow()
-    # In SQL, so that two callbacks handled at once cannot put an earlier state over a later one.
-    not_later = [s for s, rank in RANK.items() if rank <= RANK.get(status, -1)]
+    # In SQL, so that two callbacks handled at once cannot put an earlier state over a later one;
+    # between final states ("delivered", "undelivered") the first word stands.
+    earlier = [s for s, rank in RANK.items() if rank < RANK.get(status, -1)]
     values = {"delivery_status": status}
     if status in UNDELIVERED and error_code:
         values["error_code"] = str(error_code)[:40]
     db.session.execute(update(Invitation).where(
         Invitation.id == invitation.id,
-        or_(Invitation.delivery_status.is_(None), Invitation.delivery_status.in_(not_later))).values(**values))
+        or_(Invitation.delivery_status.is_(None), Invitation.delivery_status.in_(earlier))).values(**values))
     if status == "delivered":
         db.session.execute(update(Invitation).where(Invitation.id == invitation.id,
                                                     Invitation.delivered_at.is_(None)).values(delivered_at=now))

@@ -145,11 +145,12 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                             _record(report, invitation, hash_secret(token), "released", _GIVEN_BACK)
                     if not stream.pending and stream.more:
                         batch_now = fixed_now or utcnow()
-                        claimed = claim_due(batch_now, worker, batch_size, stream.medium)
+                        limit = _claim_limit(batch_size, _channel(channels, stream.medium))
+                        claimed = claim_due(batch_now, worker, limit, stream.medium)
                         report.claimed += len(claimed)
                         rows = _load(claimed)
                         stream.pending.extend((rows[i], token, batch_now) for i, token in claimed.items())
-                        stream.more = until_idle and len(claimed) == batch_size
+                        stream.more = until_idle and len(claimed) == limit
                 ready = next((st for st in streams if st.pending and st.busy < concurrency), None)
                 if ready is None:
                     if not in_flight:
@@ -158,7 +159,7 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                     continue
                 invitation, token, batch_now = ready.pending.popleft()
                 claim = hash_secret(token)
-                channel = (channels or {}).get(ready.medium) or channel_for(ready.medium)
+                channel = _channel(channels, ready.medium)
                 try:
                     prepared = _prepare(invitation, token, policy, batch_now, max_attempts)
                 except Exception:
@@ -170,12 +171,31 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                     _record(report, invitation, claim, *prepared)
                     continue
                 ready.busy += 1
-                in_flight[ready.pool.submit(_send, engine, claim, channel, prepared)] = (ready, invitation, claim)
+                in_flight[ready.pool.submit(_send, engine, claim, channel, prepared, stop)] = (ready, invitation, claim)
         finally:
             session.expire_on_commit = expire_on_commit
+            session.expire_all()  # the next user of this session must not see this run's snapshot
     if report.claimed:
         log.info("dispatch: worker=%s claimed=%d outcomes=%s", worker, report.claimed, report.outcomes)
     return report
+
+
+def _channel(channels: Mapping[str, Channel] | None, medium: str) -> Channel:
+    return (channels or {}).get(medium) or channel_for(medium)
+
+
+# A text is rarely more than this many segments (a Spanish invitation with its link is three).
+SEGMENTS_PER_TEXT = 3
+
+
+def _claim_limit(batch_size: int, channel: Channel) -> int:
+    """Claim no more than the channel's pace hands over within half the lease: a claim left
+    waiting longer would be taken back from a worker that is alive and well."""
+    interval = channel.pacer.interval * SEGMENTS_PER_TEXT if channel.pacer.interval else 0
+    if not interval:
+        return batch_size
+    lease = current_app.config["FEEDBACK_SENDING_LEASE_SECONDS"]
+    return max(1, min(batch_size, int(lease / 2 / interval)))
 
 
 @dataclass
@@ -185,23 +205,29 @@ class SendResult:
 
     at: datetime
     started: bool = True
+    released: bool = False  # the worker is stopping: given back, not handed over
     delivery: Delivery | None = None
     error: SendError | None = None
     doubt: str | None = None
 
 
-def _send(engine, claim: str, channel: Channel, message: Message) -> SendResult:
+def _send(engine, claim: str, channel: Channel, message: Message, stop: threading.Event | None) -> SendResult:
     """In a sending thread: wait for the provider's pace, record that the message is being handed
     over (so a crash from here on leaves it in doubt, never resent), then hand it over. The
-    hand-over is refused if the claim is no longer ours, or if the address opted out meanwhile."""
+    hand-over is refused if the claim is no longer ours, or if the patient withdrew consent or
+    the address opted out meanwhile."""
     channel.pacer.wait(rate_units(message))
-    table, opt_outs = Invitation.__table__, OptOut.__table__
+    if stop is not None and stop.is_set():
+        return SendResult(utcnow(), started=False, released=True)
+    table, opt_outs, patients = Invitation.__table__, OptOut.__table__, Patient.__table__
+    consent = patients.c.consent_sms if message.medium == "sms" else patients.c.consent_email
     try:
         with engine.begin() as conn:
             started = conn.execute(
                 update(table).where(
                     table.c.id == message.invitation_id, table.c.token_hash == claim, table.c.status == "sending",
                     table.c.send_started_at.is_(None),
+                    exists().where(patients.c.id == table.c.patient_id, consent.is_(True)),
                     ~exists().where(opt_outs.c.medium == message.medium,
                                     opt_outs.c.address == normalise_address(message.medium, message.to)))
                 .values(send_started_at=utcnow())).rowcount == 1
@@ -233,11 +259,16 @@ def _load(ids) -> dict[int, Invitation]:
 
 
 def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> tuple[str, dict]:
+    if result.released:
+        return "released", _GIVEN_BACK
     if not result.started:
         if result.error is not None:  # the database, not the provider: nothing went out
             return _requeue(invitation, result.at, max_attempts, str(result.error))
-        # Still ours (else the guarded record below is refused): the address opted out meanwhile.
-        return "skipped", {**_RELEASED, "status": "skipped", "skip_reason": "opted-out"}
+        # If still ours (else the guarded record below is refused), the patient withdrew consent
+        # or the address opted out while the message waited its turn.
+        db.session.refresh(invitation.patient)
+        reason = channel_block(invitation.patient, invitation.channel) or "opted-out"
+        return "skipped", {**_RELEASED, "status": "skipped", "skip_reason": reason}
     if result.delivery is not None:
         # A status callback may have beaten us here: it knows more than the provider's first answer.
         return "sent", {"status": "sent", "sent_at": result.at,
@@ -249,13 +280,25 @@ def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> t
     exc = result.error
     error = f"{exc.code or type(exc).__name__}: {exc}"[:200]
     log.warning("invitation %s: send error %s", invitation.id, exc.code or type(exc).__name__)
+    db.session.refresh(invitation, ["delivery_status"])
+    if invitation.delivery_status:
+        # The provider answered with an error, yet its status callback says it has the message:
+        # in doubt, and settled as sent by that callback, never sent again.
+        return "unknown", {"status": "unknown", "last_error": error}
     if exc.transient:
         return _requeue(invitation, result.at, max_attempts, error, exc.code)
     return _failed(error, exc.code, fail_over=exc.address_refused, address_blocked=exc.address_blocked)
 
 
 def _record(report: DispatchReport, invitation: Invitation, claim: str, outcome: str, values: dict) -> None:
-    report.add(outcome if _finish(invitation, claim, outcome, values) else "lost")
+    try:
+        report.add(outcome if _finish(invitation, claim, outcome, values) else "lost")
+    except Exception:
+        # One outcome that cannot be written (the database went away) must not abandon the
+        # others: this row stays "sending" and is settled by the recovery job after its lease.
+        db.session.rollback()
+        log.exception("invitation %s: could not record %s", invitation.id, outcome)
+        report.add("unrecorded")
 
 
 _RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None,

@@ -20,6 +20,7 @@ class Invitation(db.Model):
     __tablename__ = "invitations"
     __table_args__ = (
         Index("ix_invitations_due", "status", "send_at"),
+        Index("ix_invitations_due_by_channel", "status", "channel", "send_at"),  # each medium claims its own
         Index("ix_invitations_patient_sent", "patient_id", "channel", "send_at"),
         Index("ix_invitations_sent_to", "sent_to", "channel"),
     )

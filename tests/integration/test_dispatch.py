@@ -16,7 +16,7 @@ from feedback_service import create_app
 from feedback_service.channels.base import Pacer
 from feedback_service.channels.console import ConsoleChannel
 from feedback_service.extensions import db
-from feedback_service.patients.models import OptOut
+from feedback_service.patients.models import OptOut, Patient
 from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.models import Invitation
 from feedback_service.rollups.models import DailyCounts
@@ -281,3 +281,75 @@ def test_a_worker_that_died_before_handing_over_gives_its_claim_back(app, client
         assert (rows[ids[0]].status, rows[ids[0]].token_hash is not None) == ("unknown", True)
         assert (rows[ids[1]].status, rows[ids[1]].attempts, rows[ids[1]].token_hash) == ("scheduled", 0, None)
         db.session.rollback()
+
+
+class _WithdrawsConsentOnFirstSend:
+    """A channel during whose first send the next patient's record arrives without SMS consent
+    (written as intake would, on a connection of its own)."""
+
+    name = "withdrawing"
+    pacer = Pacer(None)
+
+    def __init__(self, outbox, engine, patient_id):
+        self.inner, self.engine, self.patient_id = ConsoleChannel(str(outbox)), engine, patient_id
+
+    def send(self, message):
+        if self.engine is not None:
+            engine, self.engine = self.engine, None
+            patients = Patient.__table__
+            with engine.begin() as conn:
+                conn.execute(patients.update().where(patients.c.external_id == self.patient_id)
+                             .values(consent_sms=False))
+        return self.inner.send(message)
+
+
+def test_consent_withdrawn_while_a_text_waits_its_turn_stops_it(app, client, auth, outbox, new_journey):
+    journey = new_journey()
+    first, second = event_body(journey=journey), event_body(journey=journey, consent_email=False)
+    first_id, second_id = post_batch(client, auth, [first, second])
+    with app.app_context():
+        channel = _WithdrawsConsentOnFirstSend(outbox, db.engine, second["patient"]["id"])
+        dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=1, channels={"sms": channel})
+        skipped = db.session.get(Invitation, second_id)
+        assert (skipped.status, skipped.skip_reason) == ("skipped", "no-consent")
+        db.session.rollback()
+    assert second_id not in {m["invitation_id"] for m in outbox_lines(outbox)}
+
+
+class _PacedStoppingChannel:
+    """Two texts a second; the worker is asked to stop during the first send."""
+
+    name = "paced"
+
+    def __init__(self, outbox, stop):
+        self.inner, self.stop, self.pacer = ConsoleChannel(str(outbox)), stop, Pacer(2.0)
+
+    def send(self, message):
+        self.stop.set()
+        return self.inner.send(message)
+
+
+def test_a_stopping_worker_gives_back_what_was_waiting_for_the_pacer(app, client, auth, outbox, new_journey):
+    ids = post_batch(client, auth, [event_body(journey=new_journey()) for _ in range(8)])
+    stop = threading.Event()
+    with app.app_context():
+        report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=4, stop=stop,
+                              channels={"sms": _PacedStoppingChannel(outbox, stop)})
+    # Four were handed to sending threads; only the one already at the provider goes out, the
+    # three waiting for their turn are given back with the rest.
+    ours = statuses(app, ids)
+    assert list(ours.values()).count("sent") <= 1 and list(ours.values()).count("scheduled") >= 7
+    assert len({m["invitation_id"] for m in outbox_lines(outbox)} & set(ids)) <= 1
+    assert report.outcomes.get("released", 0) >= 7
+
+
+def test_a_slow_channel_claims_no_more_than_it_can_hand_over_within_half_the_lease(app, settings):
+    from feedback_service.scheduling.dispatch import _claim_limit
+    with app.app_context():  # lease 300 s; a text may be three segments
+        assert _claim_limit(100, _PacedStoppingChannel(None, None)) == 100  # 2 a second: 100 within 150 s
+        one_a_second = ConsoleChannel(None)
+        one_a_second.pacer = Pacer(1.0)
+        assert _claim_limit(100, one_a_second) == 50
+        one_a_second.pacer = Pacer(0.01)
+        assert _claim_limit(100, one_a_second) == 1
+        assert _claim_limit(100, ConsoleChannel(None)) == 100  # no pace, no limit

@@ -699,3 +699,60 @@ def test_an_undelivered_callback_that_beat_a_crash_still_fails_over_after_recove
     settled = row(provider_app, inv.id)
     assert (settled.status, settled.error_code, settled.sent_at) == ("failed", "30003", inv.send_started_at)
     assert [s.channel for s in successors(provider_app, inv.id)] == ["email"]
+
+
+# -- counting and settling, after the second review ----------------------------------------------
+
+def sent_count(app, slug: str) -> int:
+    with app.app_context():
+        journey_id = db.session.scalar(select(Journey.id).where(Journey.slug == slug))
+        return db.session.scalar(select(func.sum(DailyCounts.sent)).where(DailyCounts.journey_id == journey_id))
+
+
+def test_an_undelivered_text_and_its_email_successor_count_as_one_sent(provider_app, provider_client, auth,
+                                                                      fake_twilio, fake_sendgrid, new_journey):
+    journey = new_journey()
+    _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, journey)
+    assert sent_count(provider_app, journey) == 1
+    callback(provider_client, inv, "undelivered", "30006")
+    assert sent_count(provider_app, journey) == 0  # it never reached the patient
+    run_jobs(provider_app)
+    [successor] = successors(provider_app, inv.id)
+    assert row(provider_app, successor.id).status == "sent"
+    assert sent_count(provider_app, journey) == 1  # the response rate's denominator stays one patient
+
+
+def test_an_answer_and_a_callback_confirming_the_same_send_count_it_once(provider_app, provider_client, auth,
+                                                                        fake_twilio, text_journey):
+    from feedback_service.responses.services import record_response
+    _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, text_journey)
+    with provider_app.app_context():  # setup: its send was in doubt, not counted
+        db.session.execute(update(Invitation).where(Invitation.id == inv.id).values(status="unknown", sent_at=None))
+        journey_id = db.session.scalar(select(Journey.id).where(Journey.slug == text_journey))
+        db.session.execute(update(DailyCounts).where(DailyCounts.journey_id == journey_id).values(sent=0))
+        db.session.commit()
+    with provider_app.app_context():
+        invitation = db.session.get(Invitation, inv.id)  # the answer's request has it loaded, in doubt
+        with ThreadPoolExecutor(1) as pool:  # meanwhile another request: Twilio confirms the send
+            pool.submit(callback, provider_client, inv, "delivered").result()
+        record_response(invitation, {"booking_rating": "4"}, channel="sms")
+    assert row(provider_app, inv.id).status == "answered"
+    assert sent_count(provider_app, text_journey) == 1
+
+
+def test_a_failure_reported_after_delivery_does_not_undo_it(provider_app, provider_client, auth, fake_twilio,
+                                                          new_journey):
+    _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, new_journey())
+    callback(provider_client, inv, "delivered")
+    callback(provider_client, inv, "undelivered", "30006")  # the first final word stands
+    stored = row(provider_app, inv.id)
+    assert (stored.status, stored.delivery_status, stored.error_code) == ("sent", "delivered", None)
+    assert successors(provider_app, inv.id) == []
+
+
+@pytest.mark.parametrize("reply", ["²", "٤", "4²"])
+def test_digits_that_are_not_numbers_get_the_retry_prompt(provider_app, provider_client, auth, fake_twilio,
+                                                          text_journey, reply):
+    _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, text_journey)
+    [prompt] = twiml_messages(text(provider_client, inv.sent_to, reply))
+    assert "1 to 5" in prompt and row(provider_app, inv.id).status == "sent"

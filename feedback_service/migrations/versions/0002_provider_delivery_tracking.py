@@ -2,7 +2,7 @@
 
 Revision ID: 0002_delivery
 Revises: 423c88931dcc
-Create Date: 2026-11-27 12:12:49.721456
+Create Date: 2026-11-27 12:41:20.082878
 
 """
 from alembic import op
@@ -34,6 +34,7 @@ def upgrade():
         batch_op.add_column(sa.Column('delivered_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('email_opened_at', sa.DateTime(), nullable=True))
         batch_op.add_column(sa.Column('reply_prompted_at', sa.DateTime(), nullable=True))
+        batch_op.create_index('ix_invitations_due_by_channel', ['status', 'channel', 'send_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_invitations_provider_message_id'), ['provider_message_id'], unique=False)
         batch_op.create_foreign_key(batch_op.f('fk_invitations_replaces_id_invitations'), 'invitations', ['replaces_id'], ['id'])
 
@@ -45,6 +46,7 @@ def downgrade():
     with op.batch_alter_table('invitations', schema=None) as batch_op:
         batch_op.drop_constraint(batch_op.f('fk_invitations_replaces_id_invitations'), type_='foreignkey')
         batch_op.drop_index(batch_op.f('ix_invitations_provider_message_id'))
+        batch_op.drop_index('ix_invitations_due_by_channel')
         batch_op.drop_column('reply_prompted_at')
         batch_op.drop_column('email_opened_at')
         batch_op.drop_column('delivered_at')
