@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -43,19 +44,19 @@ def wait_for(predicate, timeout=30.0):
     return False
 
 
-@pytest.fixture
-def server(settings, tmp_path):
+@contextmanager
+def dev_server(env: dict, tmp_path: Path):
+    """`feedback-service run --with-worker` on a free port; yields its base URL. On the way out it
+    is stopped with SIGTERM, and must have stopped its worker too."""
     port = free_port()
-    outbox = tmp_path / "outbox.jsonl"
-    env = {**os.environ, **settings, "FEEDBACK_BASE_URL": f"http://127.0.0.1:{port}",
-           "FEEDBACK_CONSOLE_OUTBOX": str(outbox), "FEEDBACK_DISPATCH_INTERVAL_SECONDS": "1"}
+    env = {**env, "FEEDBACK_BASE_URL": f"http://127.0.0.1:{port}", "FEEDBACK_DISPATCH_INTERVAL_SECONDS": "1"}
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen([CLI, "run", "--port", str(port), "--with-worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: requests.get(f"{base}/healthz", timeout=2).status_code == 200), "server did not start"
-        yield base, outbox, env
+        yield base
     finally:
         log.close()
         proc.send_signal(signal.SIGTERM)
@@ -67,6 +68,14 @@ def server(settings, tmp_path):
             if alive:
                 os.killpg(proc.pid, signal.SIGKILL)
         assert not alive, "the worker outlived the dev server"
+
+
+@pytest.fixture
+def server(settings, tmp_path):
+    outbox = tmp_path / "outbox.jsonl"
+    env = {**os.environ, **settings, "FEEDBACK_CONSOLE_OUTBOX": str(outbox)}
+    with dev_server(env, tmp_path) as base:
+        yield base, outbox, env
 
 
 def test_post_an_event_see_the_message_answer_and_see_the_score_move(server, api_key):
