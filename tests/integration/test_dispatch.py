@@ -178,18 +178,28 @@ def test_an_invitation_in_doubt_is_not_resent_but_its_link_still_works(app, clie
         assert (counts.sent, counts.responses) == (1, 1)
 
 
-class _StopsTheWorkerOnFirstSend:
-    """A channel during whose first send the worker is asked to stop (SIGTERM)."""
+class _OnFirstSend:
+    """The console channel, during whose first send something happens elsewhere: the worker is
+    asked to stop, or another request writes on a connection of its own."""
 
-    name = "stopping"
-    pacer = Pacer(None)
+    name = "console-and-meanwhile"
 
-    def __init__(self, outbox, stop):
-        self.inner, self.stop = ConsoleChannel(str(outbox)), stop
+    def __init__(self, outbox, meanwhile, rate: float | None = None):
+        self.inner, self.meanwhile, self.pacer = ConsoleChannel(str(outbox)), meanwhile, Pacer(rate)
 
     def send(self, message):
-        self.stop.set()
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
         return self.inner.send(message)
+
+
+def _write(engine, statement):
+    """What another request would write, on a connection of its own."""
+    def write():
+        with engine.begin() as conn:
+            conn.execute(statement)
+    return write
 
 
 def test_a_stopping_worker_finishes_the_sends_under_way_and_gives_the_rest_back(app, client, auth, outbox,
@@ -198,7 +208,7 @@ def test_a_stopping_worker_finishes_the_sends_under_way_and_gives_the_rest_back(
     stop = threading.Event()
     with app.app_context():
         report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=1, until_idle=True,
-                              stop=stop, channels={"sms": _StopsTheWorkerOnFirstSend(outbox, stop)})
+                              stop=stop, channels={"sms": _OnFirstSend(outbox, stop.set)})
     assert report.outcomes.get("sent", 0) >= 1 and report.outcomes.get("released", 0) >= 1
     sent = {m["invitation_id"] for m in outbox_lines(outbox)} & set(ids)
     with app.app_context():
@@ -209,38 +219,6 @@ def test_a_stopping_worker_finishes_the_sends_under_way_and_gives_the_rest_back(
             else:  # given back as it was: due again, no attempt counted, no claim left
                 assert (inv.status, inv.attempts, inv.claimed_by, inv.token_hash) == ("scheduled", 0, None, None)
         db.session.rollback()
-
-
-class _OptsOutTheNextNumber:
-    """A channel during whose first send the next patient texts STOP (written as the webhook
-    would, on a connection of its own)."""
-
-    name = "opting-out"
-    pacer = Pacer(None)
-
-    def __init__(self, outbox, engine, number):
-        self.inner, self.engine, self.number = ConsoleChannel(str(outbox)), engine, number
-
-    def send(self, message):
-        if message.to != self.number and self.engine is not None:
-            engine, self.engine = self.engine, None
-            with engine.begin() as conn:
-                conn.execute(OptOut.__table__.insert().values(medium="sms", address=self.number, source="test",
-                                                              created_at=datetime.now(timezone.utc)))
-        return self.inner.send(message)
-
-
-def test_a_stop_that_arrives_while_a_text_waits_its_turn_stops_it(app, client, auth, outbox, new_journey):
-    journey = new_journey()
-    first, second = event_body(journey=journey), event_body(journey=journey, consent_email=False)
-    first_id, second_id = post_batch(client, auth, [first, second])
-    with app.app_context():
-        channel = _OptsOutTheNextNumber(outbox, db.engine, second["patient"]["phone"])
-        # One send at a time: the second text is composed before the STOP, handed over after it.
-        report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=1, channels={"sms": channel})
-    assert report.outcomes.get("skipped", 0) >= 1
-    assert statuses(app, [first_id, second_id]) == {first_id: "sent", second_id: "skipped"}
-    assert second_id not in {m["invitation_id"] for m in outbox_lines(outbox)}
 
 
 def test_a_claim_given_back_and_taken_again_cannot_be_finished_by_its_first_holder(app, client, auth, outbox,
@@ -283,50 +261,31 @@ def test_a_worker_that_died_before_handing_over_gives_its_claim_back(app, client
         db.session.rollback()
 
 
-class _WithdrawsConsentOnFirstSend:
-    """A channel during whose first send the next patient's record arrives without SMS consent
-    (written as intake would, on a connection of its own)."""
-
-    name = "withdrawing"
-    pacer = Pacer(None)
-
-    def __init__(self, outbox, engine, patient_id):
-        self.inner, self.engine, self.patient_id = ConsoleChannel(str(outbox)), engine, patient_id
-
-    def send(self, message):
-        if self.engine is not None:
-            engine, self.engine = self.engine, None
-            patients = Patient.__table__
-            with engine.begin() as conn:
-                conn.execute(patients.update().where(patients.c.external_id == self.patient_id)
-                             .values(consent_sms=False))
-        return self.inner.send(message)
+def _stop_texted(second):
+    return OptOut.__table__.insert().values(medium="sms", address=second["patient"]["phone"], source="test",
+                                            created_at=datetime.now(timezone.utc))
 
 
-def test_consent_withdrawn_while_a_text_waits_its_turn_stops_it(app, client, auth, outbox, new_journey):
+def _consent_withdrawn(second):
+    patients = Patient.__table__
+    return patients.update().where(patients.c.external_id == second["patient"]["id"]).values(consent_sms=False)
+
+
+@pytest.mark.parametrize(("meanwhile", "reason"), [(_stop_texted, "opted-out"), (_consent_withdrawn, "no-consent")])
+def test_a_stop_or_withdrawn_consent_while_a_text_waits_its_turn_stops_it(app, client, auth, outbox, new_journey,
+                                                                           meanwhile, reason):
     journey = new_journey()
     first, second = event_body(journey=journey), event_body(journey=journey, consent_email=False)
     first_id, second_id = post_batch(client, auth, [first, second])
     with app.app_context():
-        channel = _WithdrawsConsentOnFirstSend(outbox, db.engine, second["patient"]["id"])
+        # One send at a time: the second text is composed before it happens, handed over after.
+        channel = _OnFirstSend(outbox, _write(db.engine, meanwhile(second)))
         dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=1, channels={"sms": channel})
         skipped = db.session.get(Invitation, second_id)
-        assert (skipped.status, skipped.skip_reason) == ("skipped", "no-consent")
+        assert (skipped.status, skipped.skip_reason) == ("skipped", reason)
         db.session.rollback()
+    assert statuses(app, [first_id])[first_id] == "sent"
     assert second_id not in {m["invitation_id"] for m in outbox_lines(outbox)}
-
-
-class _PacedStoppingChannel:
-    """Two texts a second; the worker is asked to stop during the first send."""
-
-    name = "paced"
-
-    def __init__(self, outbox, stop):
-        self.inner, self.stop, self.pacer = ConsoleChannel(str(outbox)), stop, Pacer(2.0)
-
-    def send(self, message):
-        self.stop.set()
-        return self.inner.send(message)
 
 
 def test_a_stopping_worker_gives_back_what_was_waiting_for_the_pacer(app, client, auth, outbox, new_journey):
@@ -334,7 +293,7 @@ def test_a_stopping_worker_gives_back_what_was_waiting_for_the_pacer(app, client
     stop = threading.Event()
     with app.app_context():
         report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=4, stop=stop,
-                              channels={"sms": _PacedStoppingChannel(outbox, stop)})
+                              channels={"sms": _OnFirstSend(outbox, stop.set, rate=2.0)})
     # Four were handed to sending threads; only the one already at the provider goes out, the
     # three waiting for their turn are given back with the rest.
     ours = statuses(app, ids)
@@ -346,7 +305,7 @@ def test_a_stopping_worker_gives_back_what_was_waiting_for_the_pacer(app, client
 def test_a_slow_channel_claims_no_more_than_it_can_hand_over_within_half_the_lease(app, settings):
     from feedback_service.scheduling.dispatch import _claim_limit
     with app.app_context():  # lease 300 s; a text may be three segments
-        assert _claim_limit(100, _PacedStoppingChannel(None, None)) == 100  # 2 a second: 100 within 150 s
+        assert _claim_limit(100, _OnFirstSend(None, None, rate=2.0)) == 100  # 2 a second: 100 within 150 s
         one_a_second = ConsoleChannel(None)
         one_a_second.pacer = Pacer(1.0)
         assert _claim_limit(100, one_a_second) == 50
