@@ -50,7 +50,8 @@ def test_a_text_survey_answered_by_reply_and_a_stop_with_real_processes(app, pro
 
     # Twilio reports it delivered, then the patient replies "4".
     status = signed_post(base, sent.form["StatusCallback"][len(base):],
-                         {"MessageSid": fake_twilio.messages[-1]["sid"], "MessageStatus": "delivered",
+                         {"MessageSid": next(m["sid"] for m in fake_twilio.messages if m["to"] == phone),
+                          "MessageStatus": "delivered",
                           "AccountSid": TWILIO_SID})
     assert status.status_code == 204
     reply = signed_post(base, "/webhooks/twilio/sms", {"From": phone, "To": "+15005550006", "Body": "4",
