@@ -157,6 +157,7 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                         break
                     collect()
                     continue
+                streams.sort(key=lambda st: st is ready)  # take turns: the other medium goes first next
                 invitation, token, batch_now = ready.pending.popleft()
                 claim = hash_secret(token)
                 channel = _channel(channels, ready.medium)
