@@ -52,3 +52,9 @@ def project_path(value: str) -> Path:
     """Resolve a setting path relative to the project root."""
     path = Path(value)
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+def public_url(config, path: str) -> str:
+    """Our URL for a path as patients and providers reach it (FEEDBACK_BASE_URL, e.g. behind a
+    proxy): in survey links, and what webhook signatures are checked against."""
+    return config["FEEDBACK_BASE_URL"].rstrip("/") + path

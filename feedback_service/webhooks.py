@@ -12,7 +12,7 @@ from sendgrid import EventWebhook
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from .channels.registry import webhook_url
+from .config import public_url
 from .responses.sms import handle_text
 from .scheduling.delivery import record_email_events, record_sms_status
 
@@ -25,7 +25,7 @@ def _public_url() -> str:
     """The URL the provider called and signed: our configured public base, not the Host header we
     see behind a proxy."""
     query = request.query_string.decode("utf-8", "replace")  # bytes that are not UTF-8 cannot match
-    return webhook_url(current_app.config, request.path) + (f"?{query}" if query else "")
+    return public_url(current_app.config, request.path) + (f"?{query}" if query else "")
 
 
 def _require_twilio_signature() -> None:

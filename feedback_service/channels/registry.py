@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import current_app
 
+from ..config import public_url
 from .base import MEDIA, Channel
 from .console import ConsoleChannel
 from .sendgrid_email import SendGridChannel
@@ -12,16 +13,12 @@ from .twilio_sms import TwilioChannel
 PROVIDERS = {"sms": ("twilio", "TWILIO_ACCOUNT_SID"), "email": ("sendgrid", "SENDGRID_API_KEY")}
 
 
-def webhook_url(config, path: str) -> str:
-    return config["FEEDBACK_BASE_URL"].rstrip("/") + path
-
-
 def _twilio(config) -> Channel:
     if not config["TWILIO_AUTH_TOKEN"]:
         raise RuntimeError("Twilio needs TWILIO_AUTH_TOKEN (also to check its webhooks' signatures)")
     return TwilioChannel(
         config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
-        status_callback=webhook_url(config, "/webhooks/twilio/status"),
+        status_callback=public_url(config, "/webhooks/twilio/status"),
         messaging_service_sid=config["TWILIO_MESSAGING_SERVICE_SID"], from_number=config["TWILIO_FROM_NUMBER"],
         api_base_url=config["TWILIO_API_BASE_URL"], rate=config["FEEDBACK_SMS_RATE_PER_SECOND"],
         timeout=config["FEEDBACK_PROVIDER_TIMEOUT_SECONDS"])

@@ -27,6 +27,7 @@ from sqlalchemy.orm import selectinload
 from ..channels.base import MEDIA, Channel, Delivery, Message, SendError, UncertainSendError, rate_units
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
+from ..config import public_url
 from ..extensions import db
 from ..patients.models import OptOut, Patient
 from ..patients.services import normalise_address, opt_out
@@ -51,11 +52,11 @@ class DispatchReport:
 
 
 def survey_url(token: str) -> str:
-    return f"{current_app.config['FEEDBACK_BASE_URL'].rstrip('/')}/s/{token}"
+    return public_url(current_app.config, f"/s/{token}")
 
 
 def unsubscribe_url(token: str) -> str:
-    return f"{current_app.config['FEEDBACK_BASE_URL'].rstrip('/')}/unsubscribe/{token}"
+    return public_url(current_app.config, f"/unsubscribe/{token}")
 
 
 def claim_due(now, worker: str, limit: int, medium: str) -> dict[int, str]:
