@@ -272,3 +272,27 @@ def sendgrid_post(client, events, key, *, timestamp: str | None = None, body: st
     return client.post("/webhooks/sendgrid/events", data=raw, content_type="application/json",
                        headers={"X-Twilio-Email-Event-Webhook-Signature": signature,
                                 "X-Twilio-Email-Event-Webhook-Timestamp": timestamp})
+
+
+def post_event(client, auth, body) -> dict:
+    """POST one event; returns its one invitation outcome (id, status, reason, channel ...)."""
+    r = client.post("/api/v1/events", json=body, headers=auth)
+    assert r.status_code == 202, r.get_json()
+    [invitation] = r.get_json()["invitations"]
+    return invitation
+
+
+def run_jobs_of(app) -> dict:
+    """`feedback-service jobs run-once` through this app's CLI (the `run_jobs` fixture's, for any app)."""
+    result = app.test_cli_runner().invoke(args=["jobs", "run-once"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def invitation_row(app, inv_id: int):
+    """The invitation as stored now, detached."""
+    from feedback_service.scheduling.models import Invitation
+    with app.app_context():
+        inv = db.session.get(Invitation, inv_id)
+        db.session.expunge(inv)
+        return inv

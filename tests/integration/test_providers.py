@@ -3,7 +3,6 @@ on 127.0.0.1 that record the exact requests and can fail, throttle or stall."""
 from __future__ import annotations
 
 import base64
-import json
 import os
 import re
 import socket
@@ -23,31 +22,14 @@ from feedback_service.scheduling.dispatch import dispatch_due
 from feedback_service.scheduling.models import Invitation
 from feedback_service.scheduling.rules import SendPolicy
 from feedback_service.sqltypes import utcnow
-from tests.conftest import SENDER, SENDGRID_KEY, TWILIO_SERVICE, TWILIO_SID, TWILIO_TOKEN, event_body, twilio_post
-
-
-def post(client, auth, body) -> dict:
-    r = client.post("/api/v1/events", json=body, headers=auth)
-    assert r.status_code == 202, r.get_json()
-    return r.get_json()["invitations"][0]
-
-
-def run_jobs(provider_app) -> dict:
-    result = provider_app.test_cli_runner().invoke(args=["jobs", "run-once"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
+from tests.conftest import (
+    SENDER, SENDGRID_KEY, TWILIO_SERVICE, TWILIO_SID, TWILIO_TOKEN, event_body, invitation_row, post_event, run_jobs_of,
+    twilio_post)
 
 
 def dispatch(provider_app, now=None, **kwargs):
     with provider_app.app_context():
         return dispatch_due(SendPolicy.from_config(provider_app.config), "test", now=now, **kwargs)
-
-
-def row(app, inv_id) -> Invitation:
-    with app.app_context():
-        inv = db.session.get(Invitation, inv_id)
-        db.session.expunge(inv)
-        return inv
 
 
 def successor(app, inv_id) -> Invitation | None:
@@ -68,8 +50,8 @@ def twilio_error(code: int, status: int) -> dict:
 def test_a_booking_becomes_a_twilio_request_with_the_exact_fields(provider_app, provider_client, auth, fake_twilio,
                                                                    new_journey):
     body = event_body(journey=new_journey())
-    inv = post(provider_client, auth, body)
-    run_jobs(provider_app)
+    inv = post_event(provider_client, auth, body)
+    run_jobs_of(provider_app)
     [sent] = fake_twilio.sends(to=body["patient"]["phone"])
     assert sent.path == f"/2010-04-01/Accounts/{TWILIO_SID}/Messages.json"
     assert sent.headers["Authorization"] == "Basic " + base64.b64encode(f"{TWILIO_SID}:{TWILIO_TOKEN}".encode()).decode()
@@ -79,7 +61,7 @@ def test_a_booking_becomes_a_twilio_request_with_the_exact_fields(provider_app, 
     text = sent.form["Body"]
     assert text.startswith("Hi Ana, Riverside Health") and text.endswith("Reply STOP to opt out.")
     assert re.search(r"http://survey\.test/s/[A-Za-z0-9_-]{43}\b", text)
-    stored = row(provider_app, inv["id"])
+    stored = invitation_row(provider_app, inv["id"])
     assert (stored.status, stored.provider_message_id, stored.delivery_status) == \
         ("sent", next(m["sid"] for m in fake_twilio.messages if m["to"] == body["patient"]["phone"]), "queued")
     assert stored.send_started_at is not None and stored.sent_at >= stored.send_started_at
@@ -89,14 +71,14 @@ def test_a_booking_is_texted_an_hour_later_not_before(provider_app, provider_cli
                                                     new_journey):
     booked = utcnow() - timedelta(minutes=5)
     body = event_body(journey=new_journey(), occurred_at=booked)
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     dispatch(provider_app)
     assert fake_twilio.sends(to=body["patient"]["phone"]) == []  # the rule waits an hour
     dispatch(provider_app, now=booked + timedelta(minutes=59))
     assert fake_twilio.sends(to=body["patient"]["phone"]) == []
     dispatch(provider_app, now=booked + timedelta(minutes=60))
     assert len(fake_twilio.sends(to=body["patient"]["phone"])) == 1
-    assert row(provider_app, inv["id"]).status == "sent"
+    assert invitation_row(provider_app, inv["id"]).status == "sent"
 
 
 def test_a_from_number_is_used_when_there_is_no_messaging_service(provider_settings, provider_client, auth,
@@ -104,7 +86,7 @@ def test_a_from_number_is_used_when_there_is_no_messaging_service(provider_setti
     app = create_app({"TESTING": True, **provider_settings, "TWILIO_MESSAGING_SERVICE_SID": "",
                       "TWILIO_FROM_NUMBER": "+15005550006"})
     body = event_body(journey=new_journey())
-    post(provider_client, auth, body)
+    post_event(provider_client, auth, body)
     dispatch(app)
     [sent] = fake_twilio.sends(to=body["patient"]["phone"])
     assert sent.form["From"] == "+15005550006" and "MessagingServiceSid" not in sent.form
@@ -116,13 +98,13 @@ def test_only_the_first_text_to_a_number_says_how_to_stop(provider_app, provider
                                                           new_journey):
     first = event_body(journey=new_journey())
     phone = first["patient"]["phone"]
-    post(provider_client, auth, first)
+    post_event(provider_client, auth, first)
     dispatch(provider_app, now=utcnow() - timedelta(days=2))
     # Two days on, another journey's survey to the same handset (text limits allow one a day).
-    inv = post(provider_client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False))
+    inv = post_event(provider_client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False))
     dispatch(provider_app)
     texts = [s.form["Body"] for s in fake_twilio.sends(to=phone)]
-    assert len(texts) == 2 and row(provider_app, inv["id"]).status == "sent"
+    assert len(texts) == 2 and invitation_row(provider_app, inv["id"]).status == "sent"
     assert "Reply STOP" in texts[0] and "STOP" not in texts[1]
 
 
@@ -130,9 +112,9 @@ def test_a_one_question_survey_asks_in_the_text_in_the_patients_language(provide
                                                                          fake_twilio, new_journey):
     journey = new_journey(rules={"booking": {"question_set": "booking-pulse"}})
     en, es = event_body(journey=journey), event_body(journey=journey, locale="es-MX", first_name="José Luis")
-    post(provider_client, auth, en)
-    post(provider_client, auth, es)
-    run_jobs(provider_app)
+    post_event(provider_client, auth, en)
+    post_event(provider_client, auth, es)
+    run_jobs_of(provider_app)
     [en_text] = [s.form["Body"] for s in fake_twilio.sends(to=en["patient"]["phone"])]
     [es_text] = [s.form["Body"] for s in fake_twilio.sends(to=es["patient"]["phone"])]
     assert "How easy was it to book your appointment? Reply 1 (Very hard) to 5 (Very easy)." in en_text
@@ -144,8 +126,8 @@ def test_a_one_question_survey_asks_in_the_text_in_the_patients_language(provide
 def test_an_email_goes_through_sendgrid_with_both_parts_unsubscribe_headers_and_custom_args(
         provider_app, provider_client, auth, fake_sendgrid, new_journey):
     body = event_body(journey=new_journey(), consent_sms=False, email="Rosa.Diaz@Example.org", first_name="Rosa")
-    inv = post(provider_client, auth, body)
-    run_jobs(provider_app)
+    inv = post_event(provider_client, auth, body)
+    run_jobs_of(provider_app)
     [sent] = fake_sendgrid.sends(to="rosa.diaz@example.org")
     assert sent.path == "/v3/mail/send" and sent.headers["Authorization"] == f"Bearer {SENDGRID_KEY}"
     mail = sent.json
@@ -163,7 +145,7 @@ def test_an_email_goes_through_sendgrid_with_both_parts_unsubscribe_headers_and_
     assert mail["categories"] == ["survey-invitation"]
     # Survey links must not pass through SendGrid's click-tracking redirector.
     assert mail["tracking_settings"]["click_tracking"] == {"enable": False, "enable_text": False}
-    assert row(provider_app, inv["id"]).provider_message_id  # X-Message-Id, for matching events
+    assert invitation_row(provider_app, inv["id"]).provider_message_id  # X-Message-Id, for matching events
 
 
 # -- when the provider says no -------------------------------------------------------------------
@@ -173,16 +155,16 @@ def test_throttling_and_server_errors_are_retried_with_backoff(provider_app, pro
                                                               new_journey, status, code):
     body = event_body(journey=new_journey())
     phone = body["patient"]["phone"]
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     fake_twilio.reply_next(status, twilio_error(code, status), to=phone)
     before = utcnow()
     dispatch(provider_app)
-    retry = row(provider_app, inv["id"])
+    retry = invitation_row(provider_app, inv["id"])
     assert (retry.status, retry.attempts, retry.error_code) == ("scheduled", 1, str(code))
     assert timedelta(seconds=14) < retry.send_at - before < timedelta(seconds=50)  # 30 s, with jitter
     assert retry.token_hash is None and retry.send_started_at is None  # nothing of the try is kept
     dispatch(provider_app, now=retry.send_at)
-    assert row(provider_app, inv["id"]).status == "sent"
+    assert invitation_row(provider_app, inv["id"]).status == "sent"
     assert len(fake_twilio.sends(to=phone)) == 2 and len(fake_twilio.messages) >= 1
 
 
@@ -192,12 +174,12 @@ def test_a_provider_or_account_that_keeps_failing_fails_the_invitation_but_not_o
     # Twilio down, our credentials refused, our sender misconfigured: none of it is the patient's
     # number, so the patients are not moved to email wholesale.
     body = event_body(journey=new_journey())
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     fake_twilio.reply_next(status, twilio_error(code, status), times=2, to=body["patient"]["phone"])
     dispatch(provider_app, max_attempts=2)
-    assert row(provider_app, inv["id"]).status == "scheduled"
-    dispatch(provider_app, now=row(provider_app, inv["id"]).send_at, max_attempts=2)
-    failed = row(provider_app, inv["id"])
+    assert invitation_row(provider_app, inv["id"]).status == "scheduled"
+    dispatch(provider_app, now=invitation_row(provider_app, inv["id"]).send_at, max_attempts=2)
+    failed = invitation_row(provider_app, inv["id"])
     assert (failed.status, failed.attempts, failed.error_code) == ("failed", 2, str(code))
     assert successor(provider_app, inv["id"]) is None
 
@@ -207,19 +189,19 @@ def test_a_number_twilio_refuses_fails_with_its_code_and_falls_over_to_email(
         provider_app, provider_client, auth, fake_twilio, fake_sendgrid, new_journey, code):
     body = event_body(journey=new_journey(), email=f"falls.over.{code}@example.org")
     phone = body["patient"]["phone"]
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     error = twilio_error(code, 400)
     error["message"] = f"The 'To' number {phone} is not a valid phone number."  # as Twilio words it
     fake_twilio.reply_next(400, error, to=phone)
     dispatch(provider_app)
-    failed = row(provider_app, inv["id"])
+    failed = invitation_row(provider_app, inv["id"])
     assert (failed.status, failed.error_code, failed.attempts) == ("failed", str(code), 1)
     assert str(code) in failed.last_error and phone not in failed.last_error
     assert not is_opted_out_in(provider_app, "sms", phone)
     email = successor(provider_app, inv["id"])
     assert (email.channel, email.status, email.stage_id) == ("email", "scheduled", failed.stage_id)
     dispatch(provider_app)
-    assert row(provider_app, email.id).status == "sent"
+    assert invitation_row(provider_app, email.id).status == "sent"
     assert len(fake_sendgrid.sends(to=f"falls.over.{code}@example.org")) == 1
     assert len(fake_twilio.sends(to=phone)) == 1  # the text is not tried again
 
@@ -228,12 +210,12 @@ def test_a_number_twilio_has_blocked_is_opted_out_and_no_channel_left_means_no_f
         provider_app, provider_client, auth, fake_twilio, new_journey):
     body = event_body(journey=new_journey(), consent_email=False)
     phone = body["patient"]["phone"]
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     fake_twilio.reply_next(400, twilio_error(21610, 400), to=phone)
     dispatch(provider_app)
-    assert row(provider_app, inv["id"]).status == "failed" and successor(provider_app, inv["id"]) is None
+    assert invitation_row(provider_app, inv["id"]).status == "failed" and successor(provider_app, inv["id"]) is None
     assert is_opted_out_in(provider_app, "sms", phone)
-    again = post(provider_client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False))
+    again = post_event(provider_client, auth, event_body(journey=new_journey(), phone=phone, consent_email=False))
     assert (again["status"], again["reason"]) == ("skipped", "opted-out")
 
 
@@ -242,10 +224,10 @@ def test_a_number_twilio_has_blocked_is_opted_out_and_no_channel_left_means_no_f
 def test_sendgrid_errors_are_sorted_into_retry_and_failure(provider_app, provider_client, auth, fake_sendgrid,
                                                           new_journey, status, outcome):
     body = event_body(journey=new_journey(), consent_sms=False, email=f"sg{status}@example.org")
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     fake_sendgrid.reply_next(status, {"errors": [{"message": "no"}]}, to=f"sg{status}@example.org")
     dispatch(provider_app)
-    stored = row(provider_app, inv["id"])
+    stored = invitation_row(provider_app, inv["id"])
     assert (stored.status, stored.error_code) == (outcome, str(status))
     assert successor(provider_app, inv["id"]) is None  # email is the rule's last channel
 
@@ -256,12 +238,12 @@ def test_a_text_whose_answer_never_came_is_left_in_doubt_until_twilio_says_it_we
         provider_app, provider_client, auth, fake_twilio, new_journey):
     body = event_body(journey=new_journey())
     phone = body["patient"]["phone"]
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     fake_twilio.accept_slowly(3.0, to=phone)  # Twilio takes it; its answer comes after our 2 s
     dispatch(provider_app)
-    doubt = row(provider_app, inv["id"])
+    doubt = invitation_row(provider_app, inv["id"])
     assert (doubt.status, doubt.sent_at) == ("unknown", None)
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     dispatch(provider_app, now=utcnow() + timedelta(hours=2))
     assert len(fake_twilio.sends(to=phone)) == 1  # never sent again by itself
     # Twilio's status callback for it settles the doubt.
@@ -269,7 +251,7 @@ def test_a_text_whose_answer_never_came_is_left_in_doubt_until_twilio_says_it_we
     r = twilio_post(provider_client, f"/webhooks/twilio/status?invitation={inv['id']}",
                     {"MessageSid": message["sid"], "MessageStatus": "delivered", "AccountSid": TWILIO_SID})
     assert r.status_code == 204
-    settled = row(provider_app, inv["id"])
+    settled = invitation_row(provider_app, inv["id"])
     assert (settled.status, settled.provider_message_id, settled.sent_at) == (
         "sent", message["sid"], doubt.send_started_at)
 
@@ -278,18 +260,18 @@ def test_a_text_in_doubt_is_resent_only_by_a_persons_decision(provider_app, prov
                                                               new_journey):
     body = event_body(journey=new_journey())
     phone = body["patient"]["phone"]
-    inv = post(provider_client, auth, body)
+    inv = post_event(provider_client, auth, body)
     fake_twilio.reply_next(500, twilio_error(20500, 500), delay=3.0, to=phone)  # stalls, takes nothing
     dispatch(provider_app)
-    assert row(provider_app, inv["id"]).status == "unknown"
+    assert invitation_row(provider_app, inv["id"]).status == "unknown"
     runner = provider_app.test_cli_runner()
     listed = runner.invoke(args=["invitations", "in-doubt"])
     assert listed.exit_code == 0 and f"{inv['id']}\tsms\t" in listed.output and phone not in listed.output
-    first_link = row(provider_app, inv["id"]).token_hash
+    first_link = invitation_row(provider_app, inv["id"]).token_hash
     resent = runner.invoke(args=["invitations", "resend", str(inv["id"])])
     assert resent.exit_code == 0 and "1 of 1" in resent.output
     dispatch(provider_app)
-    again = row(provider_app, inv["id"])
+    again = invitation_row(provider_app, inv["id"])
     assert again.status == "sent" and again.token_hash != first_link
     assert len(fake_twilio.sends(to=phone)) == 2
     assert runner.invoke(args=["invitations", "resend", str(inv["id"])]).output.startswith("0 of 1")
@@ -298,13 +280,13 @@ def test_a_text_in_doubt_is_resent_only_by_a_persons_decision(provider_app, prov
 def test_an_email_whose_answer_never_came_is_left_in_doubt_and_never_resent(
         provider_app, provider_client, auth, fake_sendgrid, new_journey):
     email = "in.doubt@example.org"
-    inv = post(provider_client, auth, event_body(journey=new_journey(), consent_sms=False, email=email))
+    inv = post_event(provider_client, auth, event_body(journey=new_journey(), consent_sms=False, email=email))
     fake_sendgrid.accept_slowly(3.0, to=email)
     dispatch(provider_app)
-    assert row(provider_app, inv["id"]).status == "unknown"
-    run_jobs(provider_app)
+    assert invitation_row(provider_app, inv["id"]).status == "unknown"
+    run_jobs_of(provider_app)
     dispatch(provider_app, now=utcnow() + timedelta(hours=2))
-    assert row(provider_app, inv["id"]).status == "unknown"
+    assert invitation_row(provider_app, inv["id"]).status == "unknown"
     assert len(fake_sendgrid.sends(to=email)) == 1
 
 
@@ -319,15 +301,15 @@ def test_an_unreachable_provider_is_retried(provider_settings, provider_client, 
     tls_app = create_app({"TESTING": True, **provider_settings,
                           "TWILIO_API_BASE_URL": fake_twilio.url.replace("http://", "https://")})
     tls_body = event_body(journey=new_journey())
-    tls = post(provider_client, auth, tls_body)
+    tls = post_event(provider_client, auth, tls_body)
     dispatch(tls_app)
-    assert (row(tls_app, tls["id"]).status, row(tls_app, tls["id"]).error_code) == ("scheduled", "unreachable")
+    assert (invitation_row(tls_app, tls["id"]).status, invitation_row(tls_app, tls["id"]).error_code) == ("scheduled", "unreachable")
     assert fake_twilio.sends(to=tls_body["patient"]["phone"]) == []
-    sms = post(provider_client, auth, event_body(journey=new_journey()))
-    email = post(provider_client, auth, event_body(journey=new_journey(), consent_sms=False))
+    sms = post_event(provider_client, auth, event_body(journey=new_journey()))
+    email = post_event(provider_client, auth, event_body(journey=new_journey(), consent_sms=False))
     dispatch(app)
     for inv in (sms, email):
-        stored = row(app, inv["id"])
+        stored = invitation_row(app, inv["id"])
         assert (stored.status, stored.error_code) == ("scheduled", "unreachable")
     for each in (app, tls_app):
         with each.app_context():
@@ -410,7 +392,7 @@ def test_a_worker_talking_to_the_providers_logs_no_number_address_or_link(provid
     text_ok = event_body(journey=new_journey())
     text_refused = event_body(journey=new_journey(), email="kept.quiet@example.org")
     for body in (text_ok, text_refused):
-        post(provider_client, auth, body)
+        post_event(provider_client, auth, body)
     fake_twilio.reply_next(400, twilio_error(21211, 400), to=text_refused["patient"]["phone"])  # error paths log too
     env = {**os.environ, **{k: str(v) for k, v in provider_settings.items()}, "FEEDBACK_LOG_LEVEL": "DEBUG"}
     cli = str(Path(sys.executable).parent / "feedback-service")

@@ -26,7 +26,9 @@ from feedback_service.responses.models import Response
 from feedback_service.rollups.models import DailyCounts, DailyScores
 from feedback_service.scheduling.models import Invitation
 from feedback_service.security import new_token
-from tests.conftest import TWILIO_SID, TWILIO_TOKEN, event_body, new_phone, sendgrid_post, twilio_post, uid
+from tests.conftest import (
+    TWILIO_SID, TWILIO_TOKEN, event_body, invitation_row, new_phone, post_event, run_jobs_of, sendgrid_post,
+    twilio_post, uid)
 
 SMS_PATH = "/webhooks/twilio/sms"
 OUR_NUMBER = "+15005550006"
@@ -38,27 +40,6 @@ ONE_CLICK = "List-Unsubscribe=One-Click"
 def new_email() -> str:
     """An address of the test's own: email opt-outs are global, by address."""
     return f"{uid('ana')}@example.org"
-
-
-def post_event(client, auth, body) -> dict:
-    """POST one event; returns its one invitation outcome (id, status, reason, channel ...)."""
-    r = client.post("/api/v1/events", json=body, headers=auth)
-    assert r.status_code == 202, r.get_json()
-    [invitation] = r.get_json()["invitations"]
-    return invitation
-
-
-def run_jobs(provider_app) -> dict:
-    result = provider_app.test_cli_runner().invoke(args=["jobs", "run-once"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def row(app, inv_id: int) -> Invitation:
-    with app.app_context():
-        inv = db.session.get(Invitation, inv_id)
-        db.session.expunge(inv)
-        return inv
 
 
 def successors(app, inv_id: int) -> list[Invitation]:
@@ -114,9 +95,9 @@ def sent_text(provider_app, provider_client, auth, fake_twilio, journey: str, **
     body = event_body(journey=journey, email=new_email(), **patient)
     outcome = post_event(provider_client, auth, body)
     assert outcome["channel"] == "sms", outcome
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     [request] = fake_twilio.sends(to=body["patient"]["phone"])
-    inv = row(provider_app, outcome["id"])
+    inv = invitation_row(provider_app, outcome["id"])
     assert inv.status == "sent" and inv.provider_message_id == request_sid(fake_twilio, request)
     return body, inv, request
 
@@ -144,9 +125,9 @@ def sent_email(provider_app, provider_client, auth, fake_sendgrid, journey: str,
     body = event_body(journey=journey, **patient)
     outcome = post_event(provider_client, auth, body)
     assert outcome["channel"] == "email", outcome
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     [request] = fake_sendgrid.sends(to=patient["email"])
-    inv = row(provider_app, outcome["id"])
+    inv = invitation_row(provider_app, outcome["id"])
     assert inv.status == "sent" and request.json["custom_args"]["invitation_id"] == str(inv.id)
     return body, inv, request.json
 
@@ -212,7 +193,7 @@ def test_twilio_posts_without_a_valid_signature_are_refused_and_change_nothing(
     assert [r.status_code for r in forged] == [403] * 4
     assert not opted_out(provider_app, "sms", phone)
 
-    before = row(provider_app, inv.id)
+    before = invitation_row(provider_app, inv.id)
     delivered = status_form(inv, "delivered")
     validator = RequestValidator(TWILIO_TOKEN)
     other_query = validator.compute_signature("http://survey.test" + status_path(inv.id + 1), delivered)
@@ -225,7 +206,7 @@ def test_twilio_posts_without_a_valid_signature_are_refused_and_change_nothing(
         provider_client.post(status_path(inv.id), data=delivered),
     ]
     assert [r.status_code for r in forged] == [403] * 4
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(before)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(before)
     assert before.delivery_status == "queued" and before.delivered_at is None
 
     # Without TWILIO_AUTH_TOKEN (the console deployment) nothing can be verified: all refused.
@@ -233,13 +214,13 @@ def test_twilio_posts_without_a_valid_signature_are_refused_and_change_nothing(
     assert twilio_post(console, SMS_PATH, stop).status_code == 403
     assert twilio_post(console, status_path(inv.id), delivered).status_code == 403
     assert not opted_out(provider_app, "sms", phone)
-    assert row(provider_app, inv.id).delivered_at is None
+    assert invitation_row(provider_app, inv.id).delivered_at is None
 
     # The same posts, properly signed, do act: the refusals above were the signature's doing.
     assert twiml_messages(twilio_post(provider_client, SMS_PATH, stop)) == []
     assert opted_out(provider_app, "sms", phone)
     callback(provider_client, inv, "delivered")
-    assert row(provider_app, inv.id).delivery_status == "delivered"
+    assert invitation_row(provider_app, inv.id).delivery_status == "delivered"
 
 
 # -- opt-out, opt-in and HELP by text --------------------------------------------------------
@@ -263,9 +244,9 @@ def test_stop_keywords_opt_the_number_out_also_for_invitations_already_scheduled
         assert (later["status"], later["reason"], later["channel"]) == ("skipped", "opted-out", None), reply
         cases.append((reply, phone, earlier["id"]))
 
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     for reply, phone, earlier_id in cases:
-        inv = row(provider_app, earlier_id)
+        inv = invitation_row(provider_app, earlier_id)
         assert (inv.status, inv.skip_reason) == ("skipped", "opted-out"), reply  # re-checked at send time
         assert fake_twilio.sends(to=phone) == [], reply
 
@@ -361,10 +342,10 @@ def test_an_unreadable_reply_gets_one_retry_prompt_then_silence_and_a_later_answ
 
     [retry] = twiml_messages(text(provider_client, phone, "maybe"))
     assert "Please reply with a number from 1 to 5" in retry, retry
-    assert row(provider_app, inv.id).reply_prompted_at is not None
+    assert invitation_row(provider_app, inv.id).reply_prompted_at is not None
     assert twiml_messages(text(provider_client, phone, "maybe later")) == []  # no nagging
     assert twiml_messages(text(provider_client, phone, "4 or 5")) == []  # two numbers: not an answer
-    assert row(provider_app, inv.id).status == "sent"
+    assert invitation_row(provider_app, inv.id).status == "sent"
 
     [thanks] = twiml_messages(text(provider_client, phone, "5 stars!"))
     assert thanks.startswith("Thank you")
@@ -382,19 +363,19 @@ def test_twilio_delivery_statuses_are_recorded_and_never_downgraded(
         provider_app, provider_client, auth, fake_twilio, new_journey):
     _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, new_journey())
     callback(provider_client, inv, "sent")
-    assert row(provider_app, inv.id).delivery_status == "sent"
+    assert invitation_row(provider_app, inv.id).delivery_status == "sent"
     callback(provider_client, inv, "delivered")
-    delivered = row(provider_app, inv.id)
+    delivered = invitation_row(provider_app, inv.id)
     assert (delivered.status, delivered.delivery_status) == ("sent", "delivered")
     assert delivered.delivered_at is not None
 
     callback(provider_client, inv, "sent")  # late, out of order
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(delivered)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(delivered)
 
     # A callback about another message, with our invitation id, is not ours to record.
     other = status_form(inv, "undelivered", "30006", sid="SM" + uuid.uuid4().hex)
     assert twilio_post(provider_client, status_path(inv.id), other).status_code == 204
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(delivered)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(delivered)
     assert successors(provider_app, inv.id) == []
 
 
@@ -402,7 +383,7 @@ def test_an_undelivered_text_fails_over_to_email(provider_app, provider_client, 
                                                  new_journey):
     body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, new_journey())
     callback(provider_client, inv, "undelivered", "30006")
-    failed = row(provider_app, inv.id)
+    failed = invitation_row(provider_app, inv.id)
     assert (failed.status, failed.delivery_status, failed.error_code) == ("failed", "undelivered", "30006")
 
     [successor] = successors(provider_app, inv.id)
@@ -410,10 +391,10 @@ def test_an_undelivered_text_fails_over_to_email(provider_app, provider_client, 
     callback(provider_client, inv, "undelivered", "30006")  # Twilio retries its callbacks
     assert len(successors(provider_app, inv.id)) == 1
 
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     [mail] = fake_sendgrid.sends(to=body["patient"]["email"])
     assert mail.json["custom_args"]["invitation_id"] == str(successor.id)
-    assert row(provider_app, successor.id).status == "sent"
+    assert invitation_row(provider_app, successor.id).status == "sent"
 
 
 def test_an_undelivered_callback_after_an_answer_does_not_fail_the_invitation(
@@ -421,7 +402,7 @@ def test_an_undelivered_callback_after_an_answer_does_not_fail_the_invitation(
     _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, text_journey)
     assert twiml_messages(text(provider_client, inv.sent_to, "3"))[0].startswith("Thank you")
     callback(provider_client, inv, "undelivered", "30006")  # the answer proves it arrived
-    assert row(provider_app, inv.id).status == "answered"
+    assert invitation_row(provider_app, inv.id).status == "answered"
     assert successors(provider_app, inv.id) == []
 
 
@@ -435,13 +416,13 @@ def test_a_status_callback_that_beats_the_senders_own_record_is_kept(
     # callback arrives while the dispatcher is still waiting for that answer.
     fake_twilio.accept_slowly(1.0, to=phone)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        jobs = pool.submit(run_jobs, provider_app)
+        jobs = pool.submit(run_jobs_of, provider_app)
         message = wait_for_message(fake_twilio, phone)
-        sending = row(provider_app, outcome["id"])
+        sending = invitation_row(provider_app, outcome["id"])
         assert sending.status == "sending" and not jobs.done()
         callback(provider_client, sending, status, error_code, sid=message["sid"])
         jobs.result()
-    inv = row(provider_app, outcome["id"])
+    inv = invitation_row(provider_app, outcome["id"])
     assert inv.provider_message_id == message["sid"]
     # The provider's later word stands over the API call's first answer ("queued").
     assert inv.delivery_status == status
@@ -461,7 +442,7 @@ def test_a_status_callback_proves_an_invitation_in_doubt_went_out(provider_app, 
         db.session.commit()
 
     callback(provider_client, inv, "delivered")
-    proved = row(provider_app, inv.id)
+    proved = invitation_row(provider_app, inv.id)
     assert (proved.status, proved.delivery_status, proved.provider_message_id) == (
         "sent", "delivered", inv.provider_message_id)
     assert proved.sent_at is not None
@@ -472,7 +453,7 @@ def test_a_status_callback_proves_an_invitation_in_doubt_went_out(provider_app, 
 def test_sendgrid_posts_without_a_valid_signature_are_refused_and_change_nothing(
         app, provider_app, provider_client, auth, fake_sendgrid, new_journey, sendgrid_signing_key):
     _body, inv, _ = sent_email(provider_app, provider_client, auth, fake_sendgrid, new_journey())
-    before = row(provider_app, inv.id)
+    before = invitation_row(provider_app, inv.id)
     events = [sg_event(inv, "bounce", type="bounce", status="5.1.1", reason="no such user")]
     raw = json.dumps(events)
 
@@ -494,7 +475,7 @@ def test_sendgrid_posts_without_a_valid_signature_are_refused_and_change_nothing
         post(raw, {**signed, "X-Twilio-Email-Event-Webhook-Signature": "bm90IGEgc2lnbmF0dXJl"}),
     ]
     assert [r.status_code for r in refused] == [403] * len(refused)
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(before)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(before)
     assert not opted_out(provider_app, "email", inv.sent_to)
     assert successors(provider_app, inv.id) == []
 
@@ -518,14 +499,14 @@ def test_a_sendgrid_bounce_suppresses_the_address_and_fails_over_once(
         [opt_out] = db.session.scalars(select(OptOut).where(OptOut.medium == "email",
                                                             OptOut.address == inv.sent_to)).all()
         assert opt_out.source == "sendgrid:bounce"
-    failed = row(provider_app, inv.id)
+    failed = invitation_row(provider_app, inv.id)
     assert (failed.status, failed.delivery_status, failed.error_code) == ("failed", "bounce", "5.1.1")
     [successor] = successors(provider_app, inv.id)
     assert (successor.channel, successor.status) == ("sms", "scheduled")
 
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     assert len(fake_twilio.sends(to=body["patient"]["phone"])) == 1
-    assert row(provider_app, successor.id).status == "sent"
+    assert invitation_row(provider_app, successor.id).status == "sent"
 
     # The address is suppressed for everyone: another patient with it is not emailed.
     again = post_event(provider_client, auth, event_body(journey=journey, email=inv.sent_to.upper(),
@@ -539,7 +520,7 @@ def test_a_blocked_bounce_does_not_suppress_the_address(provider_app, provider_c
     _body, inv, _ = sent_email(provider_app, provider_client, auth, fake_sendgrid, journey)
     blocked = sg_event(inv, "bounce", type="blocked", status="4.0.0", reason="IP temporarily blocked")
     assert sg_post(provider_client, [blocked], sendgrid_signing_key)["matched"] == 1
-    assert row(provider_app, inv.id).delivery_status == "blocked"
+    assert invitation_row(provider_app, inv.id).delivery_status == "blocked"
     assert not opted_out(provider_app, "email", inv.sent_to)
     again = post_event(provider_client, auth, event_body(journey=journey, email=inv.sent_to, consent_sms=False))
     assert (again["status"], again["channel"], again["reason"]) == ("scheduled", "email", None)
@@ -551,12 +532,12 @@ def test_sendgrid_delivered_and_open_are_recorded_once(provider_app, provider_cl
     assert inv.delivery_status == "accepted" and inv.delivered_at is None and inv.email_opened_at is None
     events = [sg_event(inv, "processed"), sg_event(inv, "delivered", response="250 OK")]
     assert sg_post(provider_client, events, sendgrid_signing_key) == {"received": 2, "matched": 2}
-    delivered = row(provider_app, inv.id)
+    delivered = invitation_row(provider_app, inv.id)
     assert delivered.delivery_status == "delivered" and delivered.delivered_at is not None
 
     opened = sg_event(inv, "open", useragent="Mozilla/5.0")
     assert sg_post(provider_client, [opened], sendgrid_signing_key)["matched"] == 1
-    recorded = row(provider_app, inv.id)
+    recorded = invitation_row(provider_app, inv.id)
     # The email was opened; the survey page was not (that is `opened_at`, for the funnel).
     assert recorded.email_opened_at is not None and recorded.opened_at is None
     assert recorded.delivered_at == delivered.delivered_at
@@ -565,7 +546,7 @@ def test_sendgrid_delivered_and_open_are_recorded_once(provider_app, provider_cl
     time.sleep(0.01)  # a second recording would carry a later time
     assert sg_post(provider_client, [*events, opened, sg_event(inv, "processed")],
                    sendgrid_signing_key)["matched"] == 4
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(recorded)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(recorded)
 
 
 @pytest.mark.parametrize("kind, fails", [("dropped", True), ("spamreport", False), ("unsubscribe", False),
@@ -578,7 +559,7 @@ def test_sendgrid_drops_complaints_and_unsubscribes_suppress_the_address(
     with provider_app.app_context():
         assert db.session.scalar(select(OptOut.source).where(OptOut.medium == "email",
                                                              OptOut.address == inv.sent_to)) == f"sendgrid:{kind}"
-    assert row(provider_app, inv.id).status == ("failed" if fails else "sent")
+    assert invitation_row(provider_app, inv.id).status == ("failed" if fails else "sent")
 
 
 def test_a_sendgrid_event_proves_an_email_in_doubt_went_out(provider_app, provider_client, auth, fake_sendgrid,
@@ -589,7 +570,7 @@ def test_a_sendgrid_event_proves_an_email_in_doubt_went_out(provider_app, provid
             status="unknown", sent_at=None, provider_message_id=None, delivery_status=None))
         db.session.commit()
     assert sg_post(provider_client, [sg_event(inv, "open")], sendgrid_signing_key)["matched"] == 1
-    proved = row(provider_app, inv.id)
+    proved = invitation_row(provider_app, inv.id)
     assert (proved.status, proved.email_opened_at is not None, proved.sent_at is not None) == ("sent", True, True)
 
 
@@ -599,7 +580,7 @@ def test_a_sendgrid_event_for_another_address_is_ignored(provider_app, provider_
     stranger = new_email()
     events = [sg_event(inv, "delivered", email=stranger), sg_event(inv, "open", email=stranger)]
     assert sg_post(provider_client, events, sendgrid_signing_key) == {"received": 2, "matched": 0}
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(inv)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(inv)
 
 
 @pytest.mark.parametrize("raw", ['{"event": "delivered"}', '"delivered"', "[1, 2]", "not json", ""])
@@ -679,7 +660,7 @@ def test_odd_sendgrid_events_are_skipped_not_a_500(provider_app, provider_client
         {**sg_event(inv, "delivered"), "email": None},
     ]
     assert sg_post(provider_client, odd, sendgrid_signing_key) == {"received": 5, "matched": 0}
-    assert delivery_fields(row(provider_app, inv.id)) == delivery_fields(inv)
+    assert delivery_fields(invitation_row(provider_app, inv.id)) == delivery_fields(inv)
 
 
 def test_an_undelivered_callback_that_beat_a_crash_still_fails_over_after_recovery(
@@ -693,10 +674,10 @@ def test_an_undelivered_callback_that_beat_a_crash_still_fails_over_after_recove
             status="sending", sent_at=None, provider_message_id=None, delivery_status=None))
         db.session.commit()
     callback(provider_client, inv, "undelivered", "30003")  # the handset is off: recorded, row not ours
-    assert row(provider_app, inv.id).status == "sending"
+    assert invitation_row(provider_app, inv.id).status == "sending"
     with provider_app.app_context():
         recover_stale(now=datetime.now(timezone.utc) + timedelta(minutes=10))
-    settled = row(provider_app, inv.id)
+    settled = invitation_row(provider_app, inv.id)
     assert (settled.status, settled.error_code, settled.sent_at) == ("failed", "30003", inv.send_started_at)
     assert [s.channel for s in successors(provider_app, inv.id)] == ["email"]
 
@@ -716,9 +697,9 @@ def test_an_undelivered_text_and_its_email_successor_count_as_one_sent(provider_
     assert sent_count(provider_app, journey) == 1
     callback(provider_client, inv, "undelivered", "30006")
     assert sent_count(provider_app, journey) == 0  # it never reached the patient
-    run_jobs(provider_app)
+    run_jobs_of(provider_app)
     [successor] = successors(provider_app, inv.id)
-    assert row(provider_app, successor.id).status == "sent"
+    assert invitation_row(provider_app, successor.id).status == "sent"
     assert sent_count(provider_app, journey) == 1  # the response rate's denominator stays one patient
 
 
@@ -736,7 +717,7 @@ def test_an_answer_and_a_callback_confirming_the_same_send_count_it_once(provide
         with ThreadPoolExecutor(1) as pool:  # meanwhile another request: Twilio confirms the send
             pool.submit(callback, provider_client, inv, "delivered").result()
         record_response(invitation, {"booking_rating": "4"}, channel="sms")
-    assert row(provider_app, inv.id).status == "answered"
+    assert invitation_row(provider_app, inv.id).status == "answered"
     assert sent_count(provider_app, text_journey) == 1
 
 
@@ -745,7 +726,7 @@ def test_a_failure_reported_after_delivery_does_not_undo_it(provider_app, provid
     _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, new_journey())
     callback(provider_client, inv, "delivered")
     callback(provider_client, inv, "undelivered", "30006")  # the first final word stands
-    stored = row(provider_app, inv.id)
+    stored = invitation_row(provider_app, inv.id)
     assert (stored.status, stored.delivery_status, stored.error_code) == ("sent", "delivered", None)
     assert successors(provider_app, inv.id) == []
 
@@ -755,4 +736,4 @@ def test_digits_that_are_not_numbers_get_the_retry_prompt(provider_app, provider
                                                           text_journey, reply):
     _body, inv, _ = sent_text(provider_app, provider_client, auth, fake_twilio, text_journey)
     [prompt] = twiml_messages(text(provider_client, inv.sent_to, reply))
-    assert "1 to 5" in prompt and row(provider_app, inv.id).status == "sent"
+    assert "1 to 5" in prompt and invitation_row(provider_app, inv.id).status == "sent"
