@@ -58,8 +58,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .responses.routes import bp as survey_bp
     from .responses.routes import unsubscribe_bp
     from .webhooks import bp as webhooks_bp
-    from .webhooks import check_settings
-    check_settings(app.config)
+    from .webhooks import init_app as init_webhooks
+    init_webhooks(app)
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
     # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
     # again with the patient's answers kept, instead of a bare 400.

@@ -77,23 +77,24 @@ def sendgrid_events():
 
 
 def _sendgrid_signed(raw: str) -> bool:
-    key = current_app.config["SENDGRID_WEBHOOK_PUBLIC_KEY"]
+    verifier = current_app.extensions.get("sendgrid_webhook")
     signature = request.headers.get("X-Twilio-Email-Event-Webhook-Signature", "")
     timestamp = request.headers.get("X-Twilio-Email-Event-Webhook-Timestamp", "")
-    if not (key and signature and timestamp):
+    if not (verifier and signature and timestamp):
         return False
     try:
         # The signature covers the body exactly as received: verify before parsing anything.
-        return EventWebhook(key).verify_signature(raw, signature, timestamp)
-    except (ValueError, binascii.Error, UnsupportedAlgorithm):
+        return verifier.verify_signature(raw, signature, timestamp)
+    except (ValueError, binascii.Error):
         return False
 
 
-def check_settings(config) -> None:
-    """A webhook secret that cannot work stops start-up, rather than every post being refused."""
-    key = config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
+def init_app(app) -> None:
+    """Load the SendGrid webhook key once; one that cannot work stops start-up, rather than every
+    post being refused."""
+    key = app.config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")
     if key:
         try:
-            EventWebhook(key)
+            app.extensions["sendgrid_webhook"] = EventWebhook(key)
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise RuntimeError("SENDGRID_WEBHOOK_PUBLIC_KEY is not a valid public key") from exc

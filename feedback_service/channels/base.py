@@ -79,6 +79,20 @@ class Pacer:
             time.sleep(slot - now)
 
 
+class PerThread:
+    """One object per sending thread, made on first use: the SDKs' clients hold connection pools
+    that are not safe to share between threads."""
+
+    def __init__(self, make):
+        self._make, self._local = make, threading.local()
+
+    def get(self):
+        made = getattr(self._local, "made", None)
+        if made is None:
+            made = self._local.made = self._make()
+        return made
+
+
 # The GSM 03.38 alphabet: a text in it takes 160 characters a segment (153 when split); one
 # character outside it (an accented Spanish vowel) makes the whole text UCS-2, 70 (67).
 GSM7 = set("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§"

@@ -1,7 +1,6 @@
 """Email through SendGrid's Mail Send API, with the official SDK."""
 from __future__ import annotations
 
-import threading
 import urllib.error
 
 from python_http_client.exceptions import HTTPError
@@ -9,7 +8,7 @@ from sendgrid import SendGridAPIClient
 from sendgrid.helpers.mail import (Category, ClickTracking, Content, CustomArg, Header, Mail, SubscriptionTracking,
                                    TrackingSettings)
 
-from .base import Delivery, Message, Pacer, PermanentSendError, TransientSendError, UncertainSendError
+from .base import Delivery, Message, Pacer, PermanentSendError, PerThread, TransientSendError, UncertainSendError
 
 DEFAULT_HOST = "https://api.sendgrid.com"
 
@@ -25,13 +24,11 @@ class SendGridChannel:
         self.host = api_base_url.rstrip("/") or DEFAULT_HOST
         self.timeout = timeout
         self.pacer = Pacer(rate)
-        self._local = threading.local()
+        self._client = PerThread(self._new_client)
 
-    def _client(self) -> SendGridAPIClient:
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = self._local.client = SendGridAPIClient(self.api_key, host=self.host)
-            client.client.timeout = self.timeout
+    def _new_client(self) -> SendGridAPIClient:
+        client = SendGridAPIClient(self.api_key, host=self.host)
+        client.client.timeout = self.timeout
         return client
 
     def mail(self, message: Message) -> Mail:
@@ -54,7 +51,7 @@ class SendGridChannel:
 
     def send(self, message: Message) -> Delivery:
         try:
-            response = self._client().send(self.mail(message))
+            response = self._client.get().send(self.mail(message))
         except HTTPError as exc:
             status = exc.status_code
             text = f"SendGrid {status}"

@@ -1,15 +1,14 @@
 """SMS through Twilio's Messages API, with the official SDK."""
 from __future__ import annotations
 
-import threading
-
 import requests
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 from urllib3.exceptions import NewConnectionError
 
-from .base import Delivery, Message, Pacer, PermanentSendError, SendError, TransientSendError, UncertainSendError
+from .base import (Delivery, Message, Pacer, PermanentSendError, PerThread, SendError, TransientSendError,
+                   UncertainSendError)
 
 
 class TwilioChannel:
@@ -27,21 +26,17 @@ class TwilioChannel:
         self.api_base_url = api_base_url.rstrip("/")
         self.timeout = timeout
         self.pacer = Pacer(rate)
-        self._local = threading.local()
+        self._client = PerThread(self._new_client)
 
-    def _client(self) -> Client:
-        # One client (and connection pool) per sending thread: requests sessions are not thread-safe.
-        client = getattr(self._local, "client", None)
-        if client is None:
-            client = Client(self.account_sid, self.auth_token, http_client=TwilioHttpClient(timeout=self.timeout))
-            if self.api_base_url:
-                client.api.base_url = self.api_base_url
-            self._local.client = client
+    def _new_client(self) -> Client:
+        client = Client(self.account_sid, self.auth_token, http_client=TwilioHttpClient(timeout=self.timeout))
+        if self.api_base_url:
+            client.api.base_url = self.api_base_url
         return client
 
     def send(self, message: Message) -> Delivery:
         try:
-            sent = self._client().messages.create(
+            sent = self._client.get().messages.create(
                 to=message.to, body=message.body, **self.sender,
                 # The invitation id rides in the (signed) callback URL, so a status matches its
                 # invitation even before the message's sid is stored, or after a crash lost it.

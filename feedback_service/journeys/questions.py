@@ -185,10 +185,15 @@ def sms_question(content: dict) -> dict | None:
     return content["questions"][0] if content.get("sms") else None
 
 
+def reply_words(text: str) -> list[str]:
+    """A text's words, lower-cased, without punctuation ("Opt-Out!" -> ["opt", "out"])."""
+    return re.findall(r"[^\W_]+", text.lower())
+
+
 def parse_sms_answer(question: dict, reply: str) -> str | None:
     """The answer value in a patient's text reply ("4", "4 stars", "Yes!", "2" for the second
     option), or None when the reply does not read as one."""
-    words = re.findall(r"[^\W_]+", reply.lower())
+    words = reply_words(reply)
     numbers = [int(w) for w in words if w.isascii() and w.isdigit()]  # "²" is a digit, not a number
     qtype = question["type"]
     if qtype in SCALES:
@@ -208,8 +213,7 @@ def parse_sms_answer(question: dict, reply: str) -> str | None:
             return options[numbers[0] - 1]["value"]
         text = " ".join(words)
         matches = [o["value"] for o in options
-                   if text and any(text == " ".join(re.findall(r"[^\W_]+", label.lower()))
-                                   for label in o["label"].values())]
+                   if text and any(text == " ".join(reply_words(label)) for label in o["label"].values())]
         return matches[0] if len(matches) == 1 else None
     return None
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import logging
-import re
 
 from sqlalchemy import select, update
 
 from ..channels.messages import question_prompt, sms_reply
 from ..extensions import db, insert_once
-from ..journeys.questions import parse_sms_answer, sms_question
+from ..journeys.questions import parse_sms_answer, reply_words, sms_question
 from ..patients.models import Patient
 from ..patients.services import is_opted_out, opt_in, opt_out
 from ..scheduling.models import Invitation
@@ -25,7 +24,7 @@ HELP_WORDS = {"help", "info"}
 
 
 def keyword(body: str) -> str:
-    return " ".join(re.findall(r"[^\W_]+", body.lower()))
+    return " ".join(reply_words(body))
 
 
 def handle_text(number: str, body: str, message_id: str, now=None, opt_out_type: str | None = None) -> str | None:

@@ -289,7 +289,9 @@ def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> t
         return "unknown", {"status": "unknown", "last_error": error}
     if exc.transient:
         return _requeue(invitation, result.at, max_attempts, error, exc.code)
-    return _failed(error, exc.code, fail_over=exc.address_refused, address_blocked=exc.address_blocked)
+    if exc.address_refused:
+        return _failed(error, exc.code, "blocked" if exc.address_blocked else "refused")
+    return _failed(error, exc.code)
 
 
 def _record(report: DispatchReport, invitation: Invitation, claim: str, outcome: str, values: dict) -> None:
@@ -312,9 +314,7 @@ _GIVEN_BACK = {**_RELEASED, "status": "scheduled", "attempts": Invitation.attemp
 def _finish(invitation: Invitation, claim: str, outcome: str, values: dict) -> bool:
     """Record an outcome, unless the row changed under us (a claim given back after its lease ran
     out during a very slow send, then taken again; an answer): whatever happened to it then stands."""
-    values = dict(values)
     address = invitation.sent_to
-    fall_over, blocked = values.pop("fail_over", False), values.pop("address_blocked", False)
     applied = db.session.execute(
         update(Invitation)
         .where(Invitation.id == invitation.id, Invitation.token_hash == claim,
@@ -328,19 +328,19 @@ def _finish(invitation: Invitation, claim: str, outcome: str, values: dict) -> b
     if applied and outcome in ("sent", "unknown") and invitation.delivery_status:
         # A status callback came in while we waited for the provider: what it said stands.
         settle(invitation)
-    if applied and fall_over:
+    if applied and outcome in ("refused", "blocked"):
         # The provider refused this address: the rule's next channel gets its chance.
         fail_over(invitation, utcnow())
     db.session.commit()
-    if applied and blocked:
+    if applied and outcome == "blocked":
         opt_out(invitation.channel, address, source=f"provider:{values['error_code']}")
     return applied
 
 
-def _failed(error: str, code: str | None = None, fail_over: bool = False,
-            address_blocked: bool = False) -> tuple[str, dict]:
-    return "failed", {**_RELEASED, "status": "failed", "last_error": error, "error_code": code,
-                      "fail_over": fail_over, "address_blocked": address_blocked}
+def _failed(error: str, code: str | None = None, outcome: str = "failed") -> tuple[str, dict]:
+    """The invitation fails. Outcome "refused": the provider will not deliver to the address, so
+    the rule's next channel is tried; "blocked": that, and the address is opted out for good."""
+    return outcome, {**_RELEASED, "status": "failed", "last_error": error, "error_code": code}
 
 
 def _requeue(invitation: Invitation, now, max_attempts: int, error: str, code: str | None = None) -> tuple[str, dict]:
