@@ -293,7 +293,7 @@ def test_a_stopping_worker_gives_back_what_was_waiting_for_the_pacer(app, client
     stop = threading.Event()
     with app.app_context():
         report = dispatch_due(SendPolicy.from_config(app.config), "test", concurrency=4, stop=stop,
-                              channels={"sms": _OnFirstSend(outbox, stop.set, rate=2.0)})
+                              channels={"sms": _OnFirstSend(outbox, stop.set, rate=1.0)})
     # Four were handed to sending threads; only the one already at the provider goes out, the
     # three waiting for their turn are given back with the rest.
     ours = statuses(app, ids)
