@@ -11,7 +11,7 @@ from flask import Flask, jsonify, request
 from sqlalchemy import event, text
 from werkzeug.exceptions import HTTPException
 
-from .config import PROJECT_ROOT, load_provider_settings, load_settings
+from .config import PROJECT_ROOT, load_provider_settings, load_settings, project_path
 from .extensions import csrf, db, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
@@ -38,8 +38,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     if app.config.get("MAX_CONTENT_LENGTH") is None:
         app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
 
-    from .scheduling.rules import SendPolicy
-    SendPolicy.from_config(app.config)  # a bad send setting stops start-up, not every request
+    from .events.intake import IntakeSettings
+    from .events.mapping import Mapping
+    # A bad send setting or mapping file stops start-up, not every request.
+    app.extensions["feedback_intake"] = IntakeSettings.from_config(
+        app.config, Mapping.load(project_path(app.config["FEEDBACK_MAPPING_FILE"])))
 
     db.init_app(app)
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):

@@ -33,7 +33,7 @@ main.add_command(routes_command)
 
 def register_cli(app) -> None:
     """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
-    for command in (init, api_key, jobs_group, invitations_group, worker, run_command, demo):
+    for command in (init, api_key, jobs_group, invitations_group, events_group, mllp, worker, run_command, demo):
         app.cli.add_command(command)
 
 
@@ -127,6 +127,66 @@ def invitations_resend(ids):
     from .scheduling.dispatch import resend_in_doubt
 
     click.echo(f"{resend_in_doubt(ids)} of {len(ids)} invitations queued again")
+
+
+@click.group("events")
+def events_group():
+    """Journey events from hospital systems."""
+
+
+@events_group.command("unmapped")
+@click.option("--days", default=30, show_default=True, help="Look back this many days.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@with_appcontext
+def events_unmapped(days, as_json):
+    """Hospital events the mapping file places in no journey, grouped by the codes they carried,
+    most frequent first: add routes for them to the mapping file (FEEDBACK_MAPPING_FILE)."""
+    from .events.reports import unmapped_events
+
+    groups = unmapped_events(days)
+    for group in groups:
+        if as_json:
+            click.echo(json.dumps(group))
+        else:
+            codes = "  ".join(f"{k}={','.join(v)}" for k, v in group["codes"].items()) or "(no codes)"
+            click.echo(f"{group['count']:>6}  {group['type']:<10} {group['source']:<20} {codes}"
+                       f"  last {group['last_received_at']}  e.g. event {group['example_event_id']}")
+    if not as_json:
+        click.echo(f"{sum(g['count'] for g in groups)} unmapped events in the last {days} days", err=True)
+
+
+@events_group.command("retry")
+@with_appcontext
+def events_retry():
+    """Process again the stored hospital messages whose processing failed (after a fix)."""
+    from sqlalchemy import update
+
+    from .events.intake import process_pending
+    from .events.models import HospitalMessage
+    from .extensions import db
+
+    again = db.session.execute(update(HospitalMessage).where(HospitalMessage.status == "failed")
+                               .values(status="received", error=None)).rowcount
+    db.session.commit()
+    done = 0
+    while count := process_pending(current_app.extensions["feedback_intake"]):
+        done += count
+    click.echo(f"{again} failed messages queued again; {done} processed")
+
+
+@click.command()
+@click.option("--port", default=2575, show_default=True, type=int)
+@click.option("--host", default=None, help="Address to listen on [default: FEEDBACK_MLLP_HOST].")
+@click.option("--source", default=None, help="Source of the patients and events [default: FEEDBACK_MLLP_SOURCE].")
+@with_appcontext
+def mllp(port, host, source):
+    """Listen for HL7 v2 messages over MLLP; each is stored before it is acknowledged."""
+    from .events.mllp import run
+
+    config = current_app.config
+    click.echo(f"MLLP listening on {host or config['FEEDBACK_MLLP_HOST']}:{port}", err=True)
+    run(current_app._get_current_object(), host or config["FEEDBACK_MLLP_HOST"], port,
+        source or config["FEEDBACK_MLLP_SOURCE"], config["FEEDBACK_MLLP_MAX_MESSAGE_BYTES"])
 
 
 @click.group("jobs")

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import dispatch, expire, recover
+from . import dispatch, expire, intake, recover
 
-JOBS = (recover, dispatch, expire)
+# Intake first: a message stored before a restart may schedule an invitation that is due now.
+JOBS = (intake, recover, dispatch, expire)
 
 
 def register(scheduler, app) -> None:

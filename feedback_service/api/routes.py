@@ -1,19 +1,23 @@
 """API views: parse, call one service, map the outcome to HTTP."""
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from datetime import date
 
-from flask import current_app, g, jsonify, request
+from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select
 
+from ..events import fhir
+from ..events.inbound import MessageError
+from ..events.intake import TransactionRefused, receive_fhir, receive_hl7
 from ..events.schemas import parse_events
 from ..events.services import EventRejected, record_events
 from ..extensions import db
 from ..journeys.models import Journey
 from ..rollups.services import journey_scores
 from ..scheduling.rules import SendPolicy
-from . import bp, error, require_api_key
+from . import bp, error, fhir_error, require_api_key
 from .openapi import OPENAPI
 
 
@@ -77,3 +81,42 @@ def scores(slug: str):
 @bp.get("/openapi.json")
 def openapi():
     return jsonify(OPENAPI)
+
+
+@bp.post("/fhir")
+@require_api_key
+def post_fhir():
+    if request.mimetype not in ("application/fhir+json", "application/json", "application/json+fhir"):
+        return fhir_error(415, "not-supported", "send FHIR JSON: Content-Type: application/fhir+json")
+    raw = request.get_data()
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError):
+        return fhir_error(400, "structure", "the body is not valid JSON")
+    settings = current_app.extensions["feedback_intake"]
+    try:
+        kind, results = receive_fhir(body, raw, g.api_key.source, settings)
+    except TransactionRefused as exc:
+        response = jsonify(fhir.refusal(exc.entries))
+        response.mimetype = "application/fhir+json"
+        return response, 422
+    except MessageError as exc:
+        return fhir_error(422 if exc.reject else 400, "not-supported" if exc.reject else "invalid", exc.reason)
+    status, answer = fhir.answer(kind, results)
+    response = jsonify(answer)
+    response.mimetype = "application/fhir+json"
+    return response, status
+
+
+@bp.post("/hl7v2")
+@require_api_key
+def post_hl7v2():
+    raw = request.get_data()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")  # older feeds send 8859/1; every byte decodes
+    ack = receive_hl7(text, g.api_key.source, current_app.extensions["feedback_intake"])
+    # HL7 over HTTP: the ACK is the answer; an AE or AR (the sender's mistake) is also a 400.
+    status = 200 if "\rMSA|AA|" in ack else 400
+    return Response(ack, status=status, mimetype="x-application/hl7-v2+er7")

@@ -53,14 +53,14 @@ class Recorded:
     id: int
     external_id: str
     duplicate: bool
-    journey: str
+    journey: str | None
     type: str
     invitations: list[InvitationOutcome]
     reason: str | None  # why no survey will be sent, if none will
 
     @classmethod
     def of(cls, event: Event, duplicate: bool, invitations: list, reason: str | None) -> "Recorded":
-        return cls(event.id, event.external_id, duplicate, event.journey.slug, event.type,
+        return cls(event.id, event.external_id, duplicate, event.journey.slug if event.journey else None, event.type,
                    [InvitationOutcome.of(i) for i in invitations], reason)
 
 
@@ -103,24 +103,32 @@ def record_events(items: list[EventIn], source: str, policy: SendPolicy, default
     """Store new events (all or nothing) and schedule their invitations in the same transaction."""
     now = now or utcnow()
     targets = resolve_targets(items, default_journey, indexed)
-    for attempt in range(1, INSERT_ATTEMPTS + 1):
+
+    def attempt():
+        patients = lock_patients(source, (item.patient.id for item in items))
+        seen = {e.external_id: e for e in db.session.scalars(select(Event).where(
+            Event.source == source, Event.external_id.in_({item.external_id for item in items})))}
+        results = [_record_one(item, *target, source, policy, now, seen, patients)
+                   for item, target in zip(items, targets)]
+        db.session.commit()
+        return results
+    return with_retries(attempt)
+
+
+def with_retries(attempt):
+    """Run `attempt` (which commits), again from the start if a concurrent request stored one of
+    the same events or patients between our check and our insert, or won a deadlock against us:
+    the next attempt sees its rows."""
+    for n in range(1, INSERT_ATTEMPTS + 1):
         try:
-            patients = lock_patients(source, (item.patient.id for item in items))
-            seen = {e.external_id: e for e in db.session.scalars(select(Event).where(
-                Event.source == source, Event.external_id.in_({item.external_id for item in items})))}
-            results = [_record_one(item, *target, source, policy, now, seen, patients)
-                       for item, target in zip(items, targets)]
-            db.session.commit()
-            return results
+            return attempt()
         except (IntegrityError, OperationalError) as exc:
-            # A concurrent request stored one of these events or patients between our check and
-            # our insert (or lost a deadlock to us): start again, and this time we see its rows.
             db.session.rollback()
             if isinstance(exc, OperationalError) and not _is_conflict(exc):
                 raise
-            if attempt == INSERT_ATTEMPTS:
+            if n == INSERT_ATTEMPTS:
                 # Without the driver's message: its DETAIL quotes the conflicting key (an MRN).
-                raise RuntimeError(f"events not stored after {INSERT_ATTEMPTS} concurrent conflicts") from None
+                raise RuntimeError(f"not stored after {INSERT_ATTEMPTS} concurrent conflicts") from None
 
 
 def _is_conflict(exc: OperationalError) -> bool:

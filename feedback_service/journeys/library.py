@@ -15,7 +15,7 @@ from sqlalchemy import select
 from ..channels.base import MEDIA
 from ..extensions import db
 from ..sqltypes import utcnow
-from .models import (EVENT_TYPES, TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage,
+from .models import (EVENT_TYPES, HCAHPS_HOLDS, TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage,
                      Touchpoint, TriggerRule)
 from .questions import QuestionSetError, content_hash, validate_question_set
 
@@ -125,6 +125,10 @@ def _check_journey(doc: dict, sets: list[dict]) -> list[str]:
         for opt in ("link_ttl_days", "fatigue_days"):
             if opt in rule and (not isinstance(rule[opt], int) or rule[opt] < 0):
                 errs.append(f"{path}.{opt}: a whole number of days")
+        if rule.get("hcahps", "skip") not in HCAHPS_HOLDS:
+            errs.append(f"{path}.hcahps: one of {', '.join(HCAHPS_HOLDS)}")
+    if not isinstance(doc.get("hcahps_sampled", False), bool):
+        errs.append(f"{f}: hcahps_sampled: true or false")
     return errs
 
 
@@ -149,6 +153,7 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
         db.session.add(journey)
     journey.name = doc["name"]
     journey.locales = list(doc["locales"])
+    journey.hcahps_sampled = doc.get("hcahps_sampled", False)
     if doc.get("default"):
         for other in db.session.scalars(select(Journey).where(Journey.is_default.is_(True))):
             other.is_default = False
@@ -204,6 +209,7 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
         rule.link_ttl_days = rule_doc.get("link_ttl_days")
         rule.fatigue_days = rule_doc.get("fatigue_days")
         rule.active = rule_doc.get("active", True)
+        rule.hcahps = rule_doc.get("hcahps", "skip")
     return published
 
 

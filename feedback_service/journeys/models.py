@@ -9,6 +9,8 @@ from ..sqltypes import UTCDateTime, utcnow
 
 TOUCHPOINT_KINDS = ("digital", "human", "physical")
 EVENT_TYPES = ("booking", "discharge", "follow_up")
+# What an HCAHPS-sampled journey's rule does with an eligible adult inpatient discharge.
+HCAHPS_HOLDS = ("skip", "delay")
 
 
 class Journey(db.Model):
@@ -20,6 +22,9 @@ class Journey(db.Model):
     is_default: Mapped[bool] = mapped_column(default=False)
     # Locales the journey's question sets are written in; the first is the fallback.
     locales: Mapped[list] = mapped_column(JSON, default=lambda: ["en"])
+    # The hospital's official HCAHPS survey samples this journey's inpatients: our own discharge
+    # surveys must not bias it, so eligible discharges are held (see TriggerRule.hcahps).
+    hcahps_sampled: Mapped[bool] = mapped_column(default=False)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
     stages: Mapped[list["Stage"]] = relationship(
@@ -130,6 +135,7 @@ class TriggerRule(db.Model):
     link_ttl_days: Mapped[int | None] = mapped_column(nullable=True)  # None: the setting
     fatigue_days: Mapped[int | None] = mapped_column(nullable=True)  # None: the setting
     active: Mapped[bool] = mapped_column(default=True)
+    hcahps: Mapped[str] = mapped_column(db.String(10), default="skip")  # one of HCAHPS_HOLDS
 
     journey: Mapped[Journey] = relationship(back_populates="rules")
     question_set: Mapped[QuestionSet] = relationship()

@@ -1,7 +1,7 @@
 """Patients as the hospital identifies them, with contact details and consent, and opt-outs."""
 from __future__ import annotations
 
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
@@ -11,7 +11,7 @@ from ..sqltypes import UTCDateTime, utcnow
 class Patient(db.Model):
     __tablename__ = "patients"
     # Identifiers are the sending system's (an MRN): two hospitals may use the same one.
-    __table_args__ = (UniqueConstraint("source", "external_id"),)
+    __table_args__ = (UniqueConstraint("source", "external_id"), Index("ix_patients_fhir_id", "source", "fhir_id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     source: Mapped[str] = mapped_column(db.String(80))
@@ -23,6 +23,13 @@ class Patient(db.Model):
     timezone: Mapped[str | None] = mapped_column(db.String(64), nullable=True)
     consent_sms: Mapped[bool] = mapped_column(default=False)
     consent_email: Mapped[bool] = mapped_column(default=False)
+    # What hospital messages say about the person, read by the exclusion rules (JSON events
+    # leave them unknown).
+    birth_date = mapped_column(db.Date, nullable=True)
+    deceased: Mapped[bool] = mapped_column(default=False)
+    no_publicity: Mapped[bool] = mapped_column(default=False)
+    # The FHIR Patient resource id, so that a later Appointment can say "Patient/123".
+    fhir_id: Mapped[str | None] = mapped_column(db.String(64), nullable=True)
     updated_at = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow, nullable=False)
 
     def address(self, medium: str) -> str | None:

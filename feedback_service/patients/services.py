@@ -61,3 +61,26 @@ def opt_in(medium: str, address: str) -> bool:
         OptOut.medium == medium, OptOut.address == normalise_address(medium, address))).rowcount
     db.session.commit()
     return bool(removed)
+
+
+def upsert_from_hospital(source: str, facts, consent_sms: bool, consent_email: bool) -> Patient:
+    """Create or update a patient from a hospital message (locked for this transaction). A field the
+    message leaves out keeps what an earlier message said; a recorded death is never undone by an
+    older message arriving late. Consent follows the mapping file's policy for hospital feeds."""
+    patient = db.session.scalar(select(Patient).where(
+        Patient.source == source, Patient.external_id == facts.id).with_for_update())
+    if patient is None:
+        patient = Patient(source=source, external_id=facts.id, deceased=False, no_publicity=False)
+        db.session.add(patient)
+    for name in ("first_name", "phone", "email", "locale", "birth_date", "fhir_id"):
+        value = getattr(facts, name)
+        if value is not None:
+            setattr(patient, name, value)
+    patient.deceased = bool(patient.deceased or facts.deceased)
+    patient.no_publicity = facts.no_publicity
+    patient.consent_sms, patient.consent_email = consent_sms, consent_email
+    return patient
+
+
+def find_by_fhir_id(source: str, fhir_id: str) -> Patient | None:
+    return db.session.scalar(select(Patient).where(Patient.source == source, Patient.fhir_id == fhir_id))

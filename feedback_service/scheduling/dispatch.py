@@ -229,7 +229,8 @@ def _send(engine, claim: str, channel: Channel, message: Message, stop: threadin
                 update(table).where(
                     table.c.id == message.invitation_id, table.c.token_hash == claim, table.c.status == "sending",
                     table.c.send_started_at.is_(None),
-                    exists().where(patients.c.id == table.c.patient_id, consent.is_(True)),
+                    exists().where(patients.c.id == table.c.patient_id, consent.is_(True),
+                                   patients.c.deceased.is_(False)),
                     ~exists().where(opt_outs.c.medium == message.medium,
                                     opt_outs.c.address == normalise_address(message.medium, message.to)))
                 .values(send_started_at=utcnow())).rowcount == 1
@@ -356,6 +357,8 @@ def _prepare(invitation: Invitation, token: str, policy: SendPolicy, now, max_at
     patient = invitation.patient
     if policy.too_late(invitation.send_at, now):
         return "expired", {**_RELEASED, "status": "expired"}
+    if invitation.send_by is not None and now > invitation.send_by:
+        return "expired", {**_RELEASED, "status": "expired", "skip_reason": "outside-contact-window"}
     blocked = channel_block(patient, invitation.channel)
     if blocked:
         return "skipped", {**_RELEASED, "status": "skipped", "skip_reason": blocked}
@@ -436,6 +439,10 @@ def expire_unanswered(policy: SendPolicy, now=None) -> int:
         update(Invitation)  # policy.too_late(), in SQL
         .where(Invitation.status == "scheduled", Invitation.send_at < now - policy.max_send_delay)
         .values(status="expired")
+    ).rowcount
+    late += db.session.execute(
+        update(Invitation).where(Invitation.status == "scheduled", Invitation.send_by < now)
+        .values(status="expired", skip_reason="outside-contact-window")
     ).rowcount
     db.session.commit()
     return links + late

@@ -10,10 +10,10 @@ from ..sqltypes import UTCDateTime, utcnow
 # scheduled -> sending -> sent -> answered
 #                      -> scheduled (transient error, retried later) | failed (-> a new row on
 #                         the rule's next channel)
-#           -> skipped (reason) | expired
+#           -> skipped (reason) | expired | cancelled (the appointment or discharge was cancelled)
 # sending past its lease -> scheduled if never handed to a provider, else unknown (never resent
 # blindly; a provider callback, an event or an answer for it proves it went out: -> sent)
-STATUSES = ("scheduled", "sending", "sent", "answered", "failed", "expired", "skipped", "unknown")
+STATUSES = ("scheduled", "sending", "sent", "answered", "failed", "expired", "skipped", "unknown", "cancelled")
 
 
 class Invitation(db.Model):
@@ -40,6 +40,8 @@ class Invitation(db.Model):
     status: Mapped[str] = mapped_column(db.String(12), default="scheduled")
     skip_reason: Mapped[str | None] = mapped_column(db.String(40), nullable=True)
     send_at = mapped_column(UTCDateTime, nullable=True)
+    # Never sent after this (a discharge survey's contact window); None: no such bound.
+    send_by = mapped_column(UTCDateTime, nullable=True)
     link_ttl_days: Mapped[int]
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(db.String(200), nullable=True)

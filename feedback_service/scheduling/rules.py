@@ -21,6 +21,9 @@ class SendPolicy:
     sms_per_week: int
     link_ttl_days: int
     max_send_delay: timedelta
+    # A discharge survey goes no sooner than this after discharge, and never later than this.
+    discharge_earliest: timedelta = timedelta(hours=48)
+    discharge_latest: timedelta = timedelta(days=42)
 
     def too_late(self, send_at: datetime, now: datetime) -> bool:
         """A survey this long after its moment would not be answered well: it is not sent."""
@@ -32,6 +35,8 @@ class SendPolicy:
             raise ValueError("text limits: at least 1 a day, and no fewer a week than a day")
         if self.window_start >= self.window_end:
             raise ValueError("send window: the start must come before the end")
+        if self.discharge_earliest >= self.discharge_latest:
+            raise ValueError("discharge contact window: the earliest must come before the latest")
 
     @classmethod
     def from_config(cls, config) -> "SendPolicy":
@@ -44,6 +49,8 @@ class SendPolicy:
             sms_per_week=config["FEEDBACK_SMS_MAX_PER_WEEK"],
             link_ttl_days=config["FEEDBACK_LINK_TTL_DAYS"],
             max_send_delay=timedelta(days=config["FEEDBACK_MAX_SEND_DELAY_DAYS"]),
+            discharge_earliest=timedelta(hours=config["FEEDBACK_DISCHARGE_CONTACT_MIN_HOURS"]),
+            discharge_latest=timedelta(days=config["FEEDBACK_DISCHARGE_CONTACT_MAX_DAYS"]),
         )
 
 

@@ -17,9 +17,11 @@ from .rules import WEEK, SendPolicy, next_send_time, within_sms_limits
 PENDING = ("scheduled", "sending", "unknown")
 
 
-def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now) -> tuple[Invitation | None, str | None]:
+def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now,
+                        hold_until=None) -> tuple[Invitation | None, str | None]:
     """Apply the rule to a stored event: (the invitation row, possibly skipped, and why it will not
-    be sent), or (None, reason) when there is nothing to schedule from."""
+    be sent), or (None, reason) when there is nothing to schedule from. A discharge survey keeps
+    to the contact window after discharge; `hold_until` (HCAHPS) holds it past that instead."""
     if rule is None or not rule.active:
         return None, "no-rule"
     version = rule.question_set.current
@@ -27,12 +29,19 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
         return None, "no-published-question-set"
     patient = event.patient
     tz = patient.timezone or policy.default_timezone
-    due = event.occurred_at + timedelta(minutes=rule.delay_minutes)
+    due, send_by = event.occurred_at + timedelta(minutes=rule.delay_minutes), None
+    if event.type == "discharge":
+        due = max(due, event.occurred_at + policy.discharge_earliest)
+        send_by = event.occurred_at + policy.discharge_latest
+    if hold_until is not None:
+        due, send_by = max(due, hold_until), None
     send_at = next_send_time(due, tz, policy.window_start, policy.window_end)
     fatigue = timedelta(days=rule.fatigue_days if rule.fatigue_days is not None else policy.fatigue_days)
     channel, reason = None, None
     if policy.too_late(send_at, now):
         reason = "too-late"  # a survey about a moment this old would not be answered well
+    elif send_by is not None and max(send_at, now) > send_by:
+        reason = "outside-contact-window"
     elif _asked_within(patient.id, send_at, fatigue, journey_id=event.journey_id):
         reason = "fatigue-journey"
     else:
@@ -44,7 +53,7 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
         touchpoint=event.touchpoint, question_set_version=version,
         locale=event.journey.locale_for(patient.locale), channel=channel,
         status="scheduled" if channel else "skipped", skip_reason=reason,
-        send_at=send_at if channel else None,
+        send_at=send_at if channel else None, send_by=send_by,
         link_ttl_days=rule.link_ttl_days if rule.link_ttl_days is not None else policy.link_ttl_days,
         channels=",".join(rule.channels),
     )
@@ -88,6 +97,8 @@ def _pick_channel(patient, channels: list[str], send_at, now, policy: SendPolicy
 
 def channel_block(patient, medium: str) -> str | None:
     """Why this patient cannot be reached on this medium now, or None. Checked again at send time."""
+    if patient.deceased:  # a death recorded after scheduling (ADT^A08) stops what was planned
+        return "deceased"
     if not patient.consents_to(medium):
         return "no-consent"
     address = patient.address(medium)

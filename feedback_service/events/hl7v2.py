@@ -1,0 +1,264 @@
+"""HL7 v2 (ER7) in: read a message with the `hl7` library into moments, and build its ACK.
+
+Which fields say what (v2.5 positions; earlier versions agree on these):
+  MSH-7 when sent, MSH-9 type, MSH-10 control id, MSH-11 processing id
+  PID-3 identifiers (the MR one, else the first), PID-5 name, PID-7 birth date, PID-13 phones and
+    email, PID-15 language, PID-29/30 death; PD1-11 publicity code, PD1-12 protection indicator
+  PV1-2 patient class, PV1-3 location (point of care, facility), PV1-10 hospital service,
+    PV1-19 visit number, PV1-36 discharge disposition, PV1-45 discharge time
+  SCH-1/2 appointment ids, SCH-7 reason, SCH-8 appointment type; AIS-3 service; AIL-3 location
+"""
+from __future__ import annotations
+
+from datetime import date, datetime
+from zoneinfo import ZoneInfo
+
+import hl7
+
+from .inbound import (BOOKING, CANCEL, CONTACT_UPDATE, EMERGENCY, INPATIENT, OUTPATIENT, VISIT_END, Codes,
+                      MessageError, Moment, PatientFacts, e164, locale_tag)
+
+# Message type -> (what it is, what its reference names).
+HANDLED = {
+    "SIU^S12": (BOOKING, "appointment"),
+    "SIU^S15": (CANCEL, "appointment"),
+    "ADT^A03": (VISIT_END, "visit"),
+    "ADT^A13": (CANCEL, "visit"),
+    "ADT^A08": (CONTACT_UPDATE, None),
+}
+# Production messages only: a training or debugging feed must never reach a real patient.
+PROCESSING_IDS = ("", "P")
+MAX_REPEATS = 20
+
+
+def normalise(text: str) -> str:
+    """CR segment endings, as `hl7.parse` needs; senders use CR, LF or CRLF."""
+    return text.lstrip("\ufeff").replace("\r\n", "\r").replace("\n", "\r").strip("\r \t")
+
+
+def parse(text: str) -> hl7.Message:
+    text = normalise(text)
+    if not text.startswith("MSH"):
+        raise MessageError("not an HL7 v2 message: it must start with an MSH segment", reject=True)
+    try:
+        message = hl7.parse(text)
+    except (hl7.ParseException, ValueError, IndexError) as exc:
+        raise MessageError(f"not a readable HL7 v2 message: {exc}", reject=True) from None
+    if not _get(message, "MSH.F10"):
+        raise MessageError("MSH-10: the message control id is missing", reject=True)
+    if _get(message, "MSH.F9.R1.C1") == "" or _get(message, "MSH.F9.R1.C2") == "":
+        raise MessageError("MSH-9: the message type and trigger event are missing", reject=True)
+    if _get(message, "MSH.F11.R1.C1") not in PROCESSING_IDS:
+        raise MessageError(f"MSH-11: processing id {_get(message, 'MSH.F11.R1.C1')!r}: this system takes "
+                           "production messages (P) only", reject=True)
+    return message
+
+
+def message_type(message: hl7.Message) -> str:
+    return f"{_get(message, 'MSH.F9.R1.C1')}^{_get(message, 'MSH.F9.R1.C2')}".upper()
+
+
+def control_id(message: hl7.Message) -> str:
+    return _get(message, "MSH.F10")
+
+
+def moments(message: hl7.Message, region: str, tz: str) -> list[Moment]:
+    """What the message says, or [] for a type we do not act on; MessageError (AE) when a field
+    we need is missing or unreadable."""
+    kind_ref = HANDLED.get(message_type(message))
+    if kind_ref is None:
+        return []
+    kind, ref_kind = kind_ref
+    zone = ZoneInfo(tz)
+    label = f"{message_type(message)} {control_id(message)}"
+    patient = _patient(message, region)
+    if kind == CONTACT_UPDATE:
+        return [Moment(kind, f"msg:{control_id(message)}", None, patient, label=label)]
+    if ref_kind == "appointment":
+        ref = _first(message, "SCH.F2.R1.C1", "SCH.F1.R1.C1")
+        sent = _when(message, "MSH.F7", zone)
+        occurred = sent
+    else:
+        ref = _get(message, "PV1.F19.R1.C1")
+        sent = _when(message, "MSH.F7", zone)
+        occurred = _when(message, "PV1.F45.R1.C1", zone) or _when(message, "EVN.F6", zone) \
+            or _when(message, "EVN.F2", zone) or sent
+    if occurred is None:
+        raise MessageError("MSH-7: the message date-time is missing")
+    reference = f"{ref_kind}:{ref}" if ref else None
+    if kind == CANCEL and reference is None:
+        field = "SCH-2" if ref_kind == "appointment" else "PV1-19"
+        raise MessageError(f"{field}: a cancellation must name the {ref_kind} it cancels")
+    trigger = message_type(message).split("^")[1]
+    return [Moment(
+        kind=kind,
+        # A resent booking or discharge (same appointment or visit) is the same event.
+        external_id=f"{trigger}:{reference}" if reference else f"{trigger}:msg:{control_id(message)}",
+        occurred_at=occurred,
+        patient=patient,
+        reference=reference,
+        codes=Codes(
+            location=_codes(message, [("PV1", 3, 1), ("PV1", 3, 4), ("AIL", 3, 1)]),
+            department=_codes(message, [("PV1", 10, 1)]),
+            appointment_type=_codes(message, [("SCH", 8, 1), ("SCH", 7, 1)]),
+            service_type=_codes(message, [("AIS", 3, 1), ("AIG", 3, 1)]),
+        ),
+        patient_class=_patient_class(_get(message, "PV1.F2.R1.C1")),
+        discharge_disposition=_get(message, "PV1.F36.R1.C1") or None,
+        discharge=kind == VISIT_END,
+        label=label,
+    )]
+
+
+def _patient(message: hl7.Message, region: str) -> PatientFacts:
+    if not _has(message, "PID"):
+        raise MessageError("PID: the message names no patient")
+    ids = [(_get(message, f"PID.F3.R{r}.C1"), _get(message, f"PID.F3.R{r}.C5")) for r in _repeats(message, "PID", 3)]
+    ids = [(value, kind) for value, kind in ids if value]
+    if not ids:
+        raise MessageError("PID-3: the patient identifier is missing")
+    mrn = next((value for value, kind in ids if kind.upper() == "MR"), ids[0][0])
+    if len(mrn) > 128:
+        raise MessageError("PID-3: the patient identifier is longer than 128 characters")
+    phone, email = _telecom(message, region)
+    birth = _get(message, "PID.F7.R1.C1")
+    try:
+        birth_date = hl7.parse_datetime(birth[:8]).date() if birth else None
+    except ValueError:
+        raise MessageError(f"PID-7: {birth!r} is not an HL7 date") from None
+    deceased = _get(message, "PID.F30").upper() == "Y" or bool(_get(message, "PID.F29.R1.C1"))
+    no_publicity = _has(message, "PD1") and (
+        _get(message, "PD1.F11.R1.C1").upper() == "N" or _get(message, "PD1.F12").upper() == "Y")
+    return PatientFacts(
+        id=mrn, first_name=_given_name(_get(message, "PID.F5.R1.C2")), phone=phone, email=email,
+        locale=locale_tag(_get(message, "PID.F15.R1.C1")), birth_date=birth_date, deceased=deceased,
+        no_publicity=no_publicity)
+
+
+def _telecom(message: hl7.Message, region: str) -> tuple[str | None, str | None]:
+    """(mobile phone, email) from PID-13: a number marked CP (cellular) first, else the first
+    number; an email where the use is NET or the equipment Internet."""
+    phones, email = [], None
+    for r in _repeats(message, "PID", 13):
+        use, equipment = _get(message, f"PID.F13.R{r}.C2").upper(), _get(message, f"PID.F13.R{r}.C3").upper()
+        address = _get(message, f"PID.F13.R{r}.C4")
+        if use == "NET" or equipment in ("INTERNET", "X.400") or "@" in address:
+            email = email or (address.strip().lower() or None)
+            continue
+        local = _get(message, f"PID.F13.R{r}.C6") + _get(message, f"PID.F13.R{r}.C7")
+        raw = _get(message, f"PID.F13.R{r}.C12") or _get(message, f"PID.F13.R{r}.C1") or local
+        number = e164(raw, region)
+        if number:
+            phones.append((equipment != "CP", number))
+    phones.sort(key=lambda p: p[0])  # stable: cellular first, then the order sent
+    if email and ("@" not in email or len(email) > 254):
+        email = None
+    return (phones[0][1] if phones else None), email
+
+
+def _given_name(raw: str) -> str | None:
+    raw = raw.strip()[:100]
+    # Many systems send names in capitals; a greeting reads better in title case.
+    return (raw.title() if raw.isupper() else raw) or None
+
+
+def _patient_class(raw: str) -> str | None:
+    first = raw.strip().upper()[:1]
+    return {"I": INPATIENT, "E": EMERGENCY, "O": OUTPATIENT, "R": OUTPATIENT, "B": OUTPATIENT}.get(first)
+
+
+def _when(message: hl7.Message, key: str, zone: ZoneInfo) -> datetime | None:
+    raw = _get(message, key).replace(" ", "")  # real feeds send "20070208165451.447- 0500"
+    if not raw:
+        return None
+    try:
+        value = hl7.parse_datetime(raw)
+    except ValueError:
+        raise MessageError(f"{key.replace('.F', '-').split('.')[0]}: {raw!r} is not an HL7 date-time") from None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime.combine(value, datetime.min.time())
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+def _codes(message: hl7.Message, places: list[tuple[str, int, int]]) -> list[str]:
+    out = []
+    for seg_id, field, component in places:
+        for n in range(1, _count(message, seg_id) + 1):
+            for r in _repeats(message, f"{seg_id}{n}", field):
+                value = _get(message, f"{seg_id}{n}.F{field}.R{r}.C{component}").strip()
+                if value and value not in out:
+                    out.append(value)
+    return out
+
+
+def _count(message: hl7.Message, seg_id: str) -> int:
+    try:
+        return len(message.segments(seg_id))
+    except KeyError:
+        return 0
+
+
+def _has(message: hl7.Message, seg_id: str) -> bool:
+    return _count(message, seg_id) > 0
+
+
+def _repeats(message: hl7.Message, seg: str, field: int) -> range:
+    """The repetition numbers present in a field (1 when it is empty)."""
+    n = 1
+    while n < MAX_REPEATS:
+        try:
+            message[f"{seg}.F{field}.R{n + 1}.C1"]
+        except (IndexError, KeyError):
+            break
+        n += 1
+    return range(1, n + 1)
+
+
+def _get(message: hl7.Message, key: str) -> str:
+    try:
+        return str(message[key])
+    except (IndexError, KeyError):
+        return ""
+
+
+def _first(message: hl7.Message, *keys: str) -> str:
+    return next((v for v in (_get(message, k) for k in keys) if v), "")
+
+
+def ack(text: str | hl7.Message | None, code: str = "AA", reason: str | None = None) -> str:
+    """The ACK for a message (or for bytes that were not one): MSA-1 `code`; for AE and AR, the
+    reason in MSA-3 and in ERR-8, where engines show it."""
+    message = None
+    if isinstance(text, hl7.Message):
+        message = text
+    elif text:
+        try:
+            message = parse(text)
+        except MessageError:
+            message = None
+    if message is not None:
+        # create_ack needs MSH-11 and MSH-12, which some senders (Epic's sample) leave out.
+        padded = hl7.parse(_pad_msh(str(message)))
+        answer = str(padded.create_ack(code, message_id=hl7.generate_message_control_id(),
+                                       application="FEEDBACK", facility=""))
+    else:
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+        answer = f"MSH|^~\\&|FEEDBACK||||{stamp}||ACK|{hl7.generate_message_control_id()}|P|2.5\rMSA|{code}|"
+    if code != "AA" and reason:
+        escaped = _escape(reason[:200])
+        answer = answer.rstrip("\r") + f"|{escaped}\rERR||||E||||{escaped}"
+    return answer.rstrip("\r") + "\r"
+
+
+def _pad_msh(text: str) -> str:
+    head, _, rest = text.partition("\r")
+    fields = head.split("|")
+    fields += [""] * (12 - len(fields))
+    fields[10] = fields[10] or "P"
+    fields[11] = fields[11] or "2.5"
+    return "|".join(fields) + ("\r" + rest if rest else "")
+
+
+def _escape(text: str) -> str:
+    out = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\")
+    return out.replace("~", "\\R\\").replace("\r", " ").replace("\n", " ")

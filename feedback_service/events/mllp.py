@@ -1,0 +1,224 @@
+"""The MLLP listener (`feedback-service mllp`): HL7 v2 over TCP, framed 0x0B ... 0x1C 0x0D.
+
+Each connection reads its frames in order and answers each one before the next. A message we act
+on is stored, committed, and only then acknowledged (MSA|AA); storing is done by one thread that
+commits whatever all connections have waiting in one transaction, so ten senders cost about what
+one does. Turning stored messages into events is done by a second thread, in arrival order.
+Bytes that are no message get an AR, a message with bad content an AE; the connection stays up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+
+from ..extensions import db
+from .hl7v2 import ack, control_id, message_type, normalise
+from .inbound import MessageError
+from .intake import check_hl7, process_pending, store_messages
+
+log = logging.getLogger(__name__)
+
+START, END = b"\x0b", b"\x1c\x0d"
+STORE_BATCH = 500
+
+
+def frame(text: str) -> bytes:
+    return START + text.encode("utf-8") + END
+
+
+def decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")  # older feeds send ISO 8859-1; every byte decodes
+
+
+class Deframer:
+    """Splits a byte stream into ("message", bytes) and ("garbage", bytes) items, however the
+    stream was cut into reads. Bytes outside a frame are garbage (whitespace between frames is
+    not); a frame that grows past `max_bytes` is answered as ("too-large", b"") and skipped to its
+    end."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.buffer = bytearray()
+        self.skipping = False
+
+    def feed(self, data: bytes) -> list[tuple[str, bytes]]:
+        self.buffer += data
+        out: list[tuple[str, bytes]] = []
+        while self.buffer:
+            if self.skipping:
+                end = self.buffer.find(END)
+                if end == -1:
+                    self.buffer.clear()
+                    break
+                del self.buffer[:end + len(END)]
+                self.skipping = False
+                continue
+            start = self.buffer.find(START)
+            if start != 0:
+                # Bytes before a frame, or with no frame in sight: answer them now, keep the rest.
+                junk = bytes(self.buffer if start == -1 else self.buffer[:start])
+                del self.buffer[:len(junk)]
+                if junk.strip():
+                    out.append(("garbage", junk))
+                continue
+            end = self.buffer.find(END, 1)
+            restart = self.buffer.find(START, 1)
+            if restart != -1 and (end == -1 or restart < end):
+                out.append(("garbage", bytes(self.buffer[1:restart])))  # a frame that never ended
+                del self.buffer[:restart]
+                continue
+            if end == -1:
+                if len(self.buffer) > self.max_bytes:
+                    out.append(("too-large", b""))
+                    self.buffer.clear()
+                    self.skipping = True
+                break
+            out.append(("message", bytes(self.buffer[1:end])))
+            del self.buffer[:end + len(END)]
+        return out
+
+
+class Listener:
+    """The listener, its storing thread and its processing thread, for one app."""
+
+    def __init__(self, app, source: str, max_bytes: int):
+        self.app = app
+        self.source = source
+        self.max_bytes = max_bytes
+        self.settings = app.extensions["feedback_intake"]
+        self.pending: queue.Queue = queue.Queue()
+        self.stored = threading.Event()  # wakes the processor
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._store_loop, name="mllp-store", daemon=True),
+                        threading.Thread(target=self._process_loop, name="mllp-process", daemon=True)]
+        self.counts = {"acknowledged": 0, "stored": 0, "rejected": 0, "ignored": 0}
+
+    # -- the network side (asyncio) --
+
+    async def serve(self, host: str, port: int, ready: threading.Event | None = None,
+                    stop: asyncio.Event | None = None):
+        for t in self.threads:
+            t.start()
+        server = await asyncio.start_server(self._connection, host, port, limit=self.max_bytes + 1024)
+        self.port = server.sockets[0].getsockname()[1]
+        log.info("MLLP listening on %s:%s (source %s)", host, self.port, self.source)
+        if ready is not None:
+            ready.set()
+        async with server:
+            if stop is None:
+                await server.serve_forever()
+            else:
+                await stop.wait()
+        self.stop()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        peer = writer.get_extra_info("peername")
+        log.info("MLLP connection from %s", peer[0] if peer else "?")
+        deframer = Deframer(self.max_bytes)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                for kind, body in deframer.feed(data):
+                    writer.write(frame(await self._answer(kind, body)))
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def _answer(self, kind: str, body: bytes) -> str:
+        if kind == "too-large":
+            self.counts["rejected"] += 1
+            return ack(None, "AR", f"message larger than {self.max_bytes} bytes")
+        text = decode(body)
+        if kind == "garbage":
+            self.counts["rejected"] += 1
+            return ack(text, "AR", "not an MLLP-framed HL7 v2 message")
+        try:
+            message, acted_on = check_hl7(text, self.settings)
+        except MessageError as exc:
+            self.counts["rejected"] += 1
+            log.info("MLLP message refused (%s): %s", "AR" if exc.reject else "AE", exc.reason)
+            return ack(text, "AR" if exc.reject else "AE", exc.reason)
+        if not acted_on:
+            self.counts["ignored"] += 1
+            return ack(message, "AA")  # a type we do not act on: acknowledged, not kept
+        done: Future = Future()
+        self.pending.put(((self.source, "hl7v2", control_id(message), message_type(message), normalise(text)), done))
+        try:
+            await asyncio.wrap_future(done)
+        except Exception:  # noqa: BLE001  (the store failed: the sender must keep the message)
+            return ack(message, "AR", "the message could not be stored just now; send it again")
+        self.counts["acknowledged"] += 1
+        return ack(message, "AA")
+
+    # -- the database side (threads) --
+
+    def _store_loop(self):
+        with self.app.app_context():
+            while not (self.stopping.is_set() and self.pending.empty()):
+                try:
+                    batch = [self.pending.get(timeout=0.2)]
+                except queue.Empty:
+                    continue
+                while len(batch) < STORE_BATCH:
+                    try:
+                        batch.append(self.pending.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    store_messages([item for item, _ in batch])
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("MLLP: %d messages not stored; each sender gets an AR", len(batch))
+                    db.session.rollback()
+                    for _, done in batch:
+                        done.set_exception(exc)
+                    continue
+                self.counts["stored"] += len(batch)
+                for _, done in batch:
+                    done.set_result(True)
+                self.stored.set()
+
+    def _process_loop(self):
+        with self.app.app_context():
+            while True:
+                self.stored.wait(timeout=1.0)
+                self.stored.clear()
+                try:
+                    while process_pending(self.settings):
+                        pass
+                except Exception:  # noqa: BLE001  (the database went away: try again shortly)
+                    log.exception("MLLP: processing stored messages failed; will retry")
+                    db.session.rollback()
+                if self.stopping.is_set() and self.pending.empty() and not self.threads[0].is_alive():
+                    process_pending(self.settings)
+                    return
+
+    def stop(self):
+        self.stopping.set()
+        self.stored.set()
+        for t in self.threads:
+            t.join(timeout=30)
+
+
+def run(app, host: str, port: int, source: str, max_bytes: int) -> None:
+    """Serve until SIGINT or SIGTERM; what was acknowledged is stored, and processed before exit."""
+    import signal
+
+    listener = Listener(app, source, max_bytes)
+
+    async def main():
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await listener.serve(host, port, stop=stop)
+    asyncio.run(main())
