@@ -148,7 +148,7 @@ def csrf_of(html: str) -> str:
 def new_journey(app, tmp_path):
     """Load a journey of the test's own (a copy of general-care under a fresh slug). Overrides
     apply to every rule; `rules={"booking": {...}}` to one event type's rule."""
-    def make(rules: dict | None = None, **rule_overrides) -> str:
+    def make(rules: dict | None = None, journey: dict | None = None, **rule_overrides) -> str:
         slug = uid("j")
         src = PROJECT_ROOT / "surveys" / "general-care"
         dest = tmp_path / slug
@@ -157,6 +157,7 @@ def new_journey(app, tmp_path):
             doc = yaml.safe_load(f.read_text())
             if f.name == "journey.yaml":
                 doc["slug"], doc["default"] = slug, False
+                doc.update(journey or {})
                 for rule in doc["rules"]:
                     rule.update(rule_overrides, **(rules or {}).get(rule["event"], {}))
             (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
@@ -168,6 +169,24 @@ def new_journey(app, tmp_path):
         dest.rmdir()
         return slug
     return make
+
+
+@pytest.fixture
+def routes(app, monkeypatch):
+    """Put routes of the test's own ahead of the shipped mapping file's, for this test only:
+    routes({"match": {"location": ["W1"]}, "journey": slug}, ...). Returns the settings used."""
+    from dataclasses import replace
+
+    from feedback_service.events.mapping import Mapping, MappingDoc
+
+    shipped = yaml.safe_load((PROJECT_ROOT / "config" / "mapping.yaml").read_text())
+
+    def apply(*extra: dict, **doc):
+        mapping = Mapping(MappingDoc.model_validate({**shipped, **doc, "routes": [*extra, *shipped["routes"]]}))
+        settings = replace(app.extensions["feedback_intake"], mapping=mapping)
+        monkeypatch.setitem(app.extensions, "feedback_intake", settings)
+        return settings
+    return apply
 
 
 @pytest.fixture

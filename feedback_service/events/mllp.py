@@ -79,7 +79,7 @@ class Deframer:
                     self.buffer.clear()
                     self.skipping = True
                 break
-            out.append(("message", bytes(self.buffer[1:end])))
+            out.append(("message", bytes(self.buffer[1:end])) if end - 1 <= self.max_bytes else ("too-large", b""))
             del self.buffer[:end + len(END)]
         return out
 
@@ -131,6 +131,8 @@ class Listener:
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # the listener is stopping; every ACK already written stands
         finally:
             writer.close()
 
