@@ -158,15 +158,17 @@ def events_unmapped(days, as_json):
 @events_group.command("retry")
 @with_appcontext
 def events_retry():
-    """Process again the stored hospital messages whose processing failed (after a fix)."""
+    """Process again the stored HL7 messages whose processing failed (after a fix)."""
     from sqlalchemy import update
 
     from .events.intake import process_pending
     from .events.models import HospitalMessage
     from .extensions import db
 
-    again = db.session.execute(update(HospitalMessage).where(HospitalMessage.status == "failed")
-                               .values(status="received", error=None)).rowcount
+    # FHIR senders had their answer at once; only stored HL7 messages wait on us.
+    again = db.session.execute(update(HospitalMessage).where(
+        HospitalMessage.status == "failed", HospitalMessage.protocol == "hl7v2")
+        .values(status="received", error=None)).rowcount
     db.session.commit()
     done = 0
     while count := process_pending(current_app.extensions["feedback_intake"]):

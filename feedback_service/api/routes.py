@@ -95,7 +95,7 @@ def post_fhir():
         return fhir_error(400, "structure", "the body is not valid JSON")
     settings = current_app.extensions["feedback_intake"]
     try:
-        kind, results = receive_fhir(body, raw, g.api_key.source, settings)
+        kind, results = receive_fhir(body, g.api_key.source, settings)
     except TransactionRefused as exc:
         response = jsonify(fhir.refusal(exc.entries))
         response.mimetype = "application/fhir+json"

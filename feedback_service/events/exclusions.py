@@ -1,21 +1,22 @@
 """Who is never surveyed, after the CAHPS hospital survey's rules; plain functions of a moment."""
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from .inbound import INPATIENT, Moment, age_on
 from .mapping import Mapping
 
 
-def exclusion(moment: Moment, event_type: str, mapping: Mapping, min_age: int) -> str | None:
+def exclusion(moment: Moment, mapping: Mapping, min_age: int) -> str | None:
     """Why this patient must not be asked about this moment, or None."""
     patient = moment.patient
     if patient.deceased:
         return "deceased"
-    if event_type == "discharge":
-        reason = mapping.disposition_reason(moment.discharge_disposition)
-        if reason:
-            return reason
+    # Whatever the visit turns out to be (a follow-up too), a patient who died or went to hospice
+    # or another facility is not asked about it.
+    reason = mapping.disposition_reason(moment.discharge_disposition)
+    if reason:
+        return reason
     if under_age(patient.birth_date, moment.occurred_at.date(), min_age):
         return "under-minimum-age"
     if patient.no_publicity:
@@ -34,8 +35,3 @@ def hcahps_eligible(moment: Moment, event_type: str, min_age: int) -> bool:
     """An adult inpatient discharge: the HCAHPS sample frame (exclusions are applied before)."""
     return (event_type == "discharge" and moment.patient_class == INPATIENT
             and not under_age(moment.patient.birth_date, moment.occurred_at.date(), max(min_age, 18)))
-
-
-def contact_window(discharged, min_hours: int, max_days: int):
-    """(not before, not after) for a discharge survey."""
-    return discharged + timedelta(hours=min_hours), discharged + timedelta(days=max_days)

@@ -10,16 +10,18 @@ into moments, and answer in FHIR's own terms (OperationOutcome, batch-response B
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
 from .inbound import (BOOKING, CANCEL, CONTACT_UPDATE, EMERGENCY, INPATIENT, OUTPATIENT, VISIT_END, Codes,
-                      MessageError, Moment, PatientFacts, e164, locale_tag)
+                      MessageError, Moment, PatientFacts, check, e164, locale_tag)
 
 MAX_ENTRIES = 1000
+FIELD_NAMES = {"external_id": "id", "discharge_disposition": "Encounter.hospitalization.dischargeDisposition",
+               "id": "Patient.identifier", "locale": "Patient.communication.language", "fhir_id": "Patient.id"}
 ACTED_ON = ("Appointment", "Encounter", "Patient")
 # R4's required value sets for status, which the models do not enforce.
 STATUSES = {
@@ -56,6 +58,8 @@ def read_request(body) -> tuple[str, list[Entry]]:
     FHIR resource at all, or not one we take."""
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise MessageError("the body must be a FHIR resource: a JSON object with a resourceType")
+    if _has_nul(body):
+        raise MessageError("the body holds a NUL character (\\u0000), which no FHIR string may")
     kind = body["resourceType"]
     if kind != "Bundle":
         if kind not in ACTED_ON:
@@ -117,9 +121,21 @@ def _entry(resource, index: int | None, full_url) -> Entry:
     return entry
 
 
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _path(loc) -> str:
     out = ""
     for part in loc:
+        if part == "root":  # pydantic's name for a wrapped value, not a FHIR element
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -181,37 +197,28 @@ def moment(resource, patient: PatientFacts | None, region: str, tz: str,
     kind = resource.get_resource_type()
     label = f"{kind}/{resource.id}" if resource.id else kind
     if kind == "Patient":
-        return Moment(CONTACT_UPDATE, label, None, patient, label=label)
+        return check(Moment(CONTACT_UPDATE, label, None, patient, label=label), FIELD_NAMES)
     status = resource.status
     reference = f"{kind}/{resource.id}" if resource.id else None
+    codes = codes_of(resource)
     if kind == "Appointment":
-        what = {"booked": BOOKING, "fulfilled": VISIT_END, "cancelled": CANCEL, "noshow": CANCEL}.get(status)
+        what = {"booked": BOOKING, "fulfilled": VISIT_END, "cancelled": CANCEL, "noshow": CANCEL,
+                "entered-in-error": CANCEL}.get(status)
         if what is None:
             return None
         occurred = (_instant(resource.created, tz) if what == BOOKING else
                     _instant(resource.end or resource.start, tz)) or _instant(_last_updated(resource), tz)
-        codes = Codes(
-            location=[r.actor.reference.split("/", 1)[1] for r in resource.participant or []
-                      if r.actor and r.actor.reference and r.actor.reference.startswith("Location/")],
-            department=_codes(resource.serviceCategory) + _codes(resource.specialty),
-            appointment_type=_codes([resource.appointmentType] if resource.appointmentType else []),
-            service_type=_codes(resource.serviceType))
         klass, disposition, discharge = None, None, False
     else:
         what = {"finished": VISIT_END, "cancelled": CANCEL, "entered-in-error": CANCEL}.get(status)
         if what is None:
             return None
         occurred = _instant(resource.period.end if resource.period else None, tz) or _instant(_last_updated(resource), tz)
-        codes = Codes(
-            location=[loc.location.reference.split("/", 1)[1] for loc in resource.location or []
-                      if loc.location and loc.location.reference and "/" in loc.location.reference],
-            department=_codes([resource.serviceType] if resource.serviceType else []),
-            service_type=_codes(resource.type))
         klass = CLASSES.get(resource.class_fhir.code) if resource.class_fhir else None
         klass = klass or (OUTPATIENT if resource.class_fhir else None)
         hosp = resource.hospitalization
-        disposition = _codes([hosp.dischargeDisposition])[0] if hosp and hosp.dischargeDisposition \
-            and _codes([hosp.dischargeDisposition]) else None
+        dispositions = _codes([hosp.dischargeDisposition]) if hosp and hosp.dischargeDisposition else []
+        disposition = dispositions[0] if dispositions else None
         discharge = klass in (INPATIENT, EMERGENCY)
     if linked_codes is not None:  # the Appointment an Encounter fulfils: its types route the visit
         for name in ("appointment_type", "service_type", "department"):
@@ -219,17 +226,33 @@ def moment(resource, patient: PatientFacts | None, region: str, tz: str,
     if what == CANCEL:
         if reference is None:
             raise MessageError(f"{kind}.id: a cancellation must name the {kind.lower()} it cancels")
-        return Moment(CANCEL, f"{label}:{status}", occurred, patient or PatientFacts(id=""),
-                      reference=reference, label=label)
+        return check(Moment(CANCEL, f"{label}:{status}", occurred, patient or PatientFacts(id=""),
+                            reference=reference, label=label), FIELD_NAMES)
     if patient is None:
         raise MessageError(f"{kind}: the patient is missing (a Patient reference in "
                            f"{'participant.actor' if kind == 'Appointment' else 'subject'})")
     if occurred is None:
         field_name = "created" if what == BOOKING else ("end" if kind == "Appointment" else "period.end")
         raise MessageError(f"{kind}.{field_name}: when it happened is missing")
-    return Moment(what, f"{label}:{status}" if resource.id else f"{label}:{status}:{occurred.isoformat()}",
-                  occurred, patient, reference=reference, codes=codes, patient_class=klass,
-                  discharge_disposition=disposition, label=label, discharge=discharge)
+    return check(Moment(what, f"{label}:{status}" if resource.id else f"{label}:{status}:{occurred.isoformat()}",
+                        occurred, patient, reference=reference, codes=codes, patient_class=klass,
+                        discharge_disposition=disposition, label=label, discharge=discharge), FIELD_NAMES)
+
+
+def codes_of(resource) -> Codes:
+    """The codes an Appointment or Encounter is routed on, whatever its status."""
+    if resource.get_resource_type() == "Appointment":
+        return Codes(
+            location=[r.actor.reference.split("/", 1)[1] for r in resource.participant or []
+                      if r.actor and r.actor.reference and r.actor.reference.startswith("Location/")],
+            department=_codes([*(resource.serviceCategory or []), *(resource.specialty or [])]),
+            appointment_type=_codes([resource.appointmentType] if resource.appointmentType else []),
+            service_type=_codes(resource.serviceType))
+    return Codes(
+        location=[loc.location.reference.split("/", 1)[1] for loc in resource.location or []
+                  if loc.location and loc.location.reference and "/" in loc.location.reference],
+        department=_codes([resource.serviceType] if resource.serviceType else []),
+        service_type=_codes(resource.type))
 
 
 def appointment_references(resource) -> list[str]:
@@ -252,11 +275,12 @@ def _last_updated(resource):
 
 
 def _instant(value, tz: str) -> datetime | None:
+    """As an aware UTC datetime (a date, or a time without offset, read in the hospital's zone)."""
     if value is None:
         return None
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime.combine(value, datetime.min.time())
-    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
+    return (value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))).astimezone(timezone.utc)
 
 
 def outcome(issues: list[tuple[str, str, str, str | None]]) -> dict:
@@ -325,4 +349,4 @@ def summary(result: dict) -> str:
         return f"{result['invitations_cancelled']} unsent invitation(s) cancelled for {result['reference']}"
     if outcome_ == "patient-updated":
         return f"patient details updated from {where}".strip()
-    return f"ignored: {result.get('reason', '')}"
+    return f"ignored: {result.get('detail') or result.get('reason', '')}"

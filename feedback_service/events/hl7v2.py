@@ -10,13 +10,15 @@ Which fields say what (v2.5 positions; earlier versions agree on these):
 """
 from __future__ import annotations
 
-from datetime import date, datetime
+import re
+from datetime import datetime, timezone
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import hl7
 
 from .inbound import (BOOKING, CANCEL, CONTACT_UPDATE, EMERGENCY, INPATIENT, OUTPATIENT, VISIT_END, Codes,
-                      MessageError, Moment, PatientFacts, e164, locale_tag)
+                      MessageError, Moment, PatientFacts, check, e164, locale_tag)
 
 # Message type -> (what it is, what its reference names).
 HANDLED = {
@@ -29,6 +31,10 @@ HANDLED = {
 # Production messages only: a training or debugging feed must never reach a real patient.
 PROCESSING_IDS = ("", "P")
 MAX_REPEATS = 20
+# HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]; the library reads any leading digits.
+DTM = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-](?P<oh>\d{2})(?P<om>\d{2}))?$")
+FIELD_NAMES = {"external_id": "SCH-2 or PV1-19", "discharge_disposition": "PV1-36", "id": "PID-3",
+               "locale": "PID-15"}
 
 
 def normalise(text: str) -> str:
@@ -36,12 +42,30 @@ def normalise(text: str) -> str:
     return text.lstrip("\ufeff").replace("\r\n", "\r").replace("\n", "\r").strip("\r \t")
 
 
-def parse(text: str) -> hl7.Message:
+# The segments we read: the rest (OBX, DG1, IN1, Z-segments ...) is kept in the stored text but
+# not taken apart, which is most of the parsing time for a long ADT message.
+READ = ("MSH", "EVN", "PID", "PD1", "PV1", "SCH", "AIS", "AIG", "AIL")
+
+
+class Message:
+    """A parsed message (the `hl7` library's tree of the segments we read), with its segments
+    indexed by name so that each field look-up does not scan them all."""
+
+    def __init__(self, text: str, tree: hl7.Message):
+        self.text = text
+        self.tree = tree
+        self.segments: dict[str, list] = {}
+        for segment in tree:
+            self.segments.setdefault(str(segment[0]), []).append(segment)
+
+
+def parse(text: str) -> Message:
     text = normalise(text)
     if not text.startswith("MSH"):
         raise MessageError("not an HL7 v2 message: it must start with an MSH segment", reject=True)
+    wanted = "\r".join(line for line in text.split("\r") if line[:3] in READ)
     try:
-        message = hl7.parse(text)
+        message = Message(text, hl7.parse(wanted))
     except (hl7.ParseException, ValueError, IndexError) as exc:
         raise MessageError(f"not a readable HL7 v2 message: {exc}", reject=True) from None
     if not _get(message, "MSH.F10"):
@@ -54,15 +78,15 @@ def parse(text: str) -> hl7.Message:
     return message
 
 
-def message_type(message: hl7.Message) -> str:
+def message_type(message: Message) -> str:
     return f"{_get(message, 'MSH.F9.R1.C1')}^{_get(message, 'MSH.F9.R1.C2')}".upper()
 
 
-def control_id(message: hl7.Message) -> str:
+def control_id(message: Message) -> str:
     return _get(message, "MSH.F10")
 
 
-def moments(message: hl7.Message, region: str, tz: str) -> list[Moment]:
+def moments(message: Message, region: str, tz: str) -> list[Moment]:
     """What the message says, or [] for a type we do not act on; MessageError (AE) when a field
     we need is missing or unreadable."""
     kind_ref = HANDLED.get(message_type(message))
@@ -73,7 +97,7 @@ def moments(message: hl7.Message, region: str, tz: str) -> list[Moment]:
     label = f"{message_type(message)} {control_id(message)}"
     patient = _patient(message, region)
     if kind == CONTACT_UPDATE:
-        return [Moment(kind, f"msg:{control_id(message)}", None, patient, label=label)]
+        return [check(Moment(kind, f"msg:{control_id(message)}", None, patient, label=label), FIELD_NAMES)]
     if ref_kind == "appointment":
         ref = _first(message, "SCH.F2.R1.C1", "SCH.F1.R1.C1")
         sent = _when(message, "MSH.F7", zone)
@@ -90,7 +114,7 @@ def moments(message: hl7.Message, region: str, tz: str) -> list[Moment]:
         field = "SCH-2" if ref_kind == "appointment" else "PV1-19"
         raise MessageError(f"{field}: a cancellation must name the {ref_kind} it cancels")
     trigger = message_type(message).split("^")[1]
-    return [Moment(
+    return [check(Moment(
         kind=kind,
         # A resent booking or discharge (same appointment or visit) is the same event.
         external_id=f"{trigger}:{reference}" if reference else f"{trigger}:msg:{control_id(message)}",
@@ -107,10 +131,10 @@ def moments(message: hl7.Message, region: str, tz: str) -> list[Moment]:
         discharge_disposition=_get(message, "PV1.F36.R1.C1") or None,
         discharge=kind == VISIT_END,
         label=label,
-    )]
+    ), FIELD_NAMES)]
 
 
-def _patient(message: hl7.Message, region: str) -> PatientFacts:
+def _patient(message: Message, region: str) -> PatientFacts:
     if not _has(message, "PID"):
         raise MessageError("PID: the message names no patient")
     ids = [(_get(message, f"PID.F3.R{r}.C1"), _get(message, f"PID.F3.R{r}.C5")) for r in _repeats(message, "PID", 3)]
@@ -121,11 +145,8 @@ def _patient(message: hl7.Message, region: str) -> PatientFacts:
     if len(mrn) > 128:
         raise MessageError("PID-3: the patient identifier is longer than 128 characters")
     phone, email = _telecom(message, region)
-    birth = _get(message, "PID.F7.R1.C1")
-    try:
-        birth_date = hl7.parse_datetime(birth[:8]).date() if birth else None
-    except ValueError:
-        raise MessageError(f"PID-7: {birth!r} is not an HL7 date") from None
+    birth = _when(message, "PID.F7.R1.C1", ZoneInfo("UTC"), "PID-7")
+    birth_date = birth.date() if birth else None
     deceased = _get(message, "PID.F30").upper() == "Y" or bool(_get(message, "PID.F29.R1.C1"))
     no_publicity = _has(message, "PD1") and (
         _get(message, "PD1.F11.R1.C1").upper() == "N" or _get(message, "PD1.F12").upper() == "Y")
@@ -135,7 +156,7 @@ def _patient(message: hl7.Message, region: str) -> PatientFacts:
         no_publicity=no_publicity)
 
 
-def _telecom(message: hl7.Message, region: str) -> tuple[str | None, str | None]:
+def _telecom(message: Message, region: str) -> tuple[str | None, str | None]:
     """(mobile phone, email) from PID-13: a number marked CP (cellular) first, else the first
     number; an email where the use is NET or the equipment Internet."""
     phones, email = [], None
@@ -167,20 +188,25 @@ def _patient_class(raw: str) -> str | None:
     return {"I": INPATIENT, "E": EMERGENCY, "O": OUTPATIENT, "R": OUTPATIENT, "B": OUTPATIENT}.get(first)
 
 
-def _when(message: hl7.Message, key: str, zone: ZoneInfo) -> datetime | None:
+def _when(message: Message, key: str, zone: ZoneInfo, name: str | None = None) -> datetime | None:
+    """An HL7 date-time field as an aware UTC datetime (read in `zone` when it has no offset);
+    MessageError naming the field when it is not a valid HL7 date-time."""
     raw = _get(message, key).replace(" ", "")  # real feeds send "20070208165451.447- 0500"
     if not raw:
         return None
+    name = name or key.split(".")[0] + "-" + key.split(".")[1].lstrip("F")
+    match = DTM.match(raw)
+    if not match or (match["oh"] and (int(match["oh"]) > 14 or int(match["om"]) > 59)):
+        raise MessageError(f"{name}: {raw!r} is not an HL7 date-time (YYYYMMDD[HHMM[SS]][+/-ZZZZ])")
     try:
         value = hl7.parse_datetime(raw)
     except ValueError:
-        raise MessageError(f"{key.replace('.F', '-').split('.')[0]}: {raw!r} is not an HL7 date-time") from None
-    if isinstance(value, date) and not isinstance(value, datetime):
-        value = datetime.combine(value, datetime.min.time())
-    return value if value.tzinfo else value.replace(tzinfo=zone)
+        raise MessageError(f"{name}: {raw!r} is not a valid date") from None
+    # UTC from here on: adding 48 hours to a local wall-clock time is wrong across a DST change.
+    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(timezone.utc)
 
 
-def _codes(message: hl7.Message, places: list[tuple[str, int, int]]) -> list[str]:
+def _codes(message: Message, places: list[tuple[str, int, int]]) -> list[str]:
     out = []
     for seg_id, field, component in places:
         for n in range(1, _count(message, seg_id) + 1):
@@ -191,45 +217,49 @@ def _codes(message: hl7.Message, places: list[tuple[str, int, int]]) -> list[str
     return out
 
 
-def _count(message: hl7.Message, seg_id: str) -> int:
-    try:
-        return len(message.segments(seg_id))
-    except KeyError:
-        return 0
+def _count(message: Message, seg_id: str) -> int:
+    return len(message.segments.get(seg_id, ()))
 
 
-def _has(message: hl7.Message, seg_id: str) -> bool:
+def _has(message: Message, seg_id: str) -> bool:
     return _count(message, seg_id) > 0
 
 
-def _repeats(message: hl7.Message, seg: str, field: int) -> range:
+def _repeats(message: Message, seg: str, field: int) -> range:
     """The repetition numbers present in a field (1 when it is empty)."""
     n = 1
-    while n < MAX_REPEATS:
-        try:
-            message[f"{seg}.F{field}.R{n + 1}.C1"]
-        except (IndexError, KeyError):
-            break
+    while n < MAX_REPEATS and _get(message, f"{seg}.F{field}.R{n + 1}.C1", None) is not None:
         n += 1
     return range(1, n + 1)
 
 
-def _get(message: hl7.Message, key: str) -> str:
+@lru_cache(maxsize=1024)
+def _key(key: str) -> tuple:
+    a = hl7.Accessor.parse_key(key)
+    return a.segment, a.segment_num or 1, a.field_num, a.repeat_num, a.component_num, a.subcomponent_num
+
+
+def _get(message: Message, key: str, absent: str | None = "") -> str | None:
+    """A field by the `hl7` library's key ("PID.F3.R1.C1", "AIL2.F3"); `absent` when not there."""
+    seg_id, n, field, rep, comp, sub = _key(key)
+    segments = message.segments.get(seg_id)
+    if not segments or n > len(segments):
+        return absent
     try:
-        return str(message[key])
+        return str(segments[n - 1].extract_field(n, field, rep, comp, sub))
     except (IndexError, KeyError):
-        return ""
+        return absent
 
 
-def _first(message: hl7.Message, *keys: str) -> str:
+def _first(message: Message, *keys: str) -> str:
     return next((v for v in (_get(message, k) for k in keys) if v), "")
 
 
-def ack(text: str | hl7.Message | None, code: str = "AA", reason: str | None = None) -> str:
+def ack(text: str | Message | None, code: str = "AA", reason: str | None = None) -> str:
     """The ACK for a message (or for bytes that were not one): MSA-1 `code`; for AE and AR, the
     reason in MSA-3 and in ERR-8, where engines show it."""
     message = None
-    if isinstance(text, hl7.Message):
+    if isinstance(text, Message):
         message = text
     elif text:
         try:
@@ -237,9 +267,10 @@ def ack(text: str | hl7.Message | None, code: str = "AA", reason: str | None = N
         except MessageError:
             message = None
     if message is not None:
-        # create_ack needs MSH-11 and MSH-12, which some senders (Epic's sample) leave out.
-        padded = hl7.parse(_pad_msh(str(message)))
-        answer = str(padded.create_ack(code, message_id=hl7.generate_message_control_id(),
+        # From the MSH alone; create_ack needs MSH-11 and MSH-12, which some senders (Epic's
+        # sample) leave out.
+        header = hl7.parse(_pad_msh(message.text.split("\r", 1)[0]))
+        answer = str(header.create_ack(code, message_id=hl7.generate_message_control_id(),
                                        application="FEEDBACK", facility=""))
     else:
         stamp = datetime.now().strftime("%Y%m%d%H%M%S")

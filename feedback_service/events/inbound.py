@@ -102,5 +102,21 @@ def locale_tag(raw: str | None) -> str | None:
     return None
 
 
+# Column sizes the stored moment must fit (a 200-character visit number is the sender's mistake,
+# not a reason to lose the message after acknowledging it).
+LIMITS = (("external_id", 128, "the appointment or visit id"), ("discharge_disposition", 40, "the discharge disposition"))
+PATIENT_LIMITS = (("id", 128, "the patient identifier"), ("locale", 20, "the language"), ("fhir_id", 64, "the Patient id"))
+
+
+def check(moment: "Moment", names: dict[str, str]) -> "Moment":
+    """Refuse (MessageError, naming the field as the sender knows it) what would not fit."""
+    for owner, limits in ((moment, LIMITS), (moment.patient, PATIENT_LIMITS)):
+        for attr, size, what in limits:
+            value = getattr(owner, attr)
+            if value is not None and len(value) > size:
+                raise MessageError(f"{names.get(attr, what)}: longer than {size} characters")
+    return moment
+
+
 def age_on(birth: date, day: date) -> int:
     return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))

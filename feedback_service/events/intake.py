@@ -2,13 +2,13 @@
 journey events (mapped, excluded or scheduled) with the same trigger rules as the JSON API."""
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -46,35 +46,33 @@ class IntakeSettings:
 
 # --- storing ------------------------------------------------------------------------------------
 
-def store_messages(items: list[tuple[str, str, str, str, str]]) -> list[int]:
-    """Store (source, protocol, control id, type, body) messages in one transaction, committed;
-    returns their row ids. One a sender resent (same control id) is stored once: its id is the
-    first copy's."""
-    rows = [HospitalMessage(source=s, protocol=p, control_id=c[:128], message_type=t[:40], body=b)
-            for s, p, c, t, b in items]
+def store_messages(items: list[tuple[str, str, str, str, str]]) -> list[int | None]:
+    """Store (source, protocol, control id, type, body) messages in one transaction, committed.
+    Returns their row ids; a message a sender resent (a control id already stored) is stored
+    once, and its id is the first copy's."""
+    table = HospitalMessage.__table__
+    now = utcnow()
+    rows = [{"source": s, "protocol": p, "control_id": c[:128], "message_type": t[:40], "body": b,
+             "received_at": now, "status": "received"} for s, p, c, t, b in items]
     try:
-        db.session.add_all(rows)
-        db.session.commit()
-        return [r.id for r in rows]
+        # A connection of its own and Core, not the session and the ORM: this is on the path of
+        # every ACK.
+        with db.engine.begin() as conn:
+            return [conn.execute(insert(table).values(row).returning(table.c.id)).scalar_one() for row in rows]
     except IntegrityError:
-        db.session.rollback()
+        pass
     ids = []
-    for row in rows:  # rare: one at a time, each either new or the stored copy
-        existing = db.session.scalar(select(HospitalMessage.id).where(
-            HospitalMessage.source == row.source, HospitalMessage.protocol == row.protocol,
-            HospitalMessage.control_id == row.control_id))
+    for row in rows:  # a resend among them (rare): one at a time, each new or the stored copy
+        key = (table.c.source == row["source"], table.c.protocol == row["protocol"],
+               table.c.control_id == row["control_id"])
+        existing = db.session.scalar(select(table.c.id).where(*key))
         if existing is None:
-            fresh = HospitalMessage(source=row.source, protocol=row.protocol, control_id=row.control_id,
-                                    message_type=row.message_type, body=row.body)
-            db.session.add(fresh)
             try:
+                existing = db.session.execute(insert(table).values(row).returning(table.c.id)).scalar_one()
                 db.session.commit()
-                existing = fresh.id
             except IntegrityError:  # a concurrent copy won
                 db.session.rollback()
-                existing = db.session.scalar(select(HospitalMessage.id).where(
-                    HospitalMessage.source == row.source, HospitalMessage.protocol == row.protocol,
-                    HospitalMessage.control_id == row.control_id))
+                existing = db.session.scalar(select(table.c.id).where(*key))
         ids.append(existing)
     return ids
 
@@ -102,44 +100,49 @@ def receive_hl7(text: str, source: str, settings: IntakeSettings, now=None) -> s
     return hl7v2.ack(message, "AA")
 
 
-def process_pending(settings: IntakeSettings, limit: int = 500, now=None) -> int:
+def process_pending(settings: IntakeSettings, limit: int = 500, now=None, yield_to=None) -> int:
     """Process stored messages not processed yet, oldest first (an A08 after its S12, a cancel after
     its booking); returns how many. Used by the MLLP listener and by the worker's intake job."""
-    query = select(HospitalMessage.id).where(HospitalMessage.status == "received") \
+    query = select(HospitalMessage.id).where(HospitalMessage.status == "received",
+                                             HospitalMessage.protocol == "hl7v2") \
         .order_by(HospitalMessage.id).limit(limit)
     if db.engine.dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     ids = list(db.session.scalars(query))
     db.session.rollback()  # the locks only keep two processors apart while they pick
-    return process_stored(ids, settings, now) if ids else 0
+    return process_stored(ids, settings, now, yield_to) if ids else 0
 
 
-def process_stored(ids: list[int], settings: IntakeSettings, now=None) -> int:
+def process_stored(ids: list[int], settings: IntakeSettings, now=None, yield_to=None) -> int:
     """Process these stored HL7 messages (skipping any another processor finished), each in its
-    own transaction so that one failure marks that message and the rest go on."""
+    own transaction so that one failure marks that message and the rest go on; stop early when
+    `yield_to()` says something more urgent waits."""
+    session = db.session()
+    # Journeys, rules and question sets stay loaded from one message to the next instead of being
+    # read again after every commit; what is written is read fresh (populate_existing).
+    expire, session.expire_on_commit = session.expire_on_commit, False
     done = 0
-    for row_id in ids:
-        row = db.session.get(HospitalMessage, row_id, with_for_update=True)
-        if row is None or row.status != "received":
-            db.session.rollback()
-            continue
-        try:
-            results = with_retries(lambda: _process_hl7(row_id, settings, now or utcnow()))
-            done += 1
-            log.info("message %s (%s) processed: %s", row_id, results[0], [r["outcome"] for r in results[1]])
-        except Exception as exc:  # noqa: BLE001  (one bad message must not stop the feed)
-            db.session.rollback()
-            log.exception("message %s could not be processed", row_id)
-            db.session.execute(update(HospitalMessage).where(HospitalMessage.id == row_id).values(
-                status="failed", processed_at=utcnow(), error=f"{type(exc).__name__}"[:200]))
-            db.session.commit()
+    try:
+        for row_id in ids:
+            if yield_to is not None and yield_to():
+                break
+            try:
+                done += with_retries(lambda: _process_hl7(row_id, settings, now or utcnow()))
+            except Exception as exc:  # noqa: BLE001  (one bad message must not stop the feed)
+                session.rollback()
+                log.exception("message %s could not be processed", row_id)
+                _close(row_id, "failed", None, type(exc).__name__)
+    finally:
+        session.expire_on_commit = expire
+        session.expire_all()
     return done
 
 
-def _process_hl7(row_id: int, settings: IntakeSettings, now):
-    row = db.session.get(HospitalMessage, row_id, with_for_update=True)
-    if row.status != "received":
-        return row.message_type, row.result or []
+def _process_hl7(row_id: int, settings: IntakeSettings, now) -> bool:
+    row = db.session.get(HospitalMessage, row_id, with_for_update=True, populate_existing=True)
+    if row is None or row.status != "received":
+        db.session.rollback()
+        return False
     message = hl7v2.parse(row.body)
     try:
         moments = hl7v2.moments(message, settings.mapping.region, settings.timezone)
@@ -148,30 +151,47 @@ def _process_hl7(row_id: int, settings: IntakeSettings, now):
         results = [{"outcome": "error", "reason": exc.reason}]
     row.status, row.processed_at, row.result = "processed", now, results
     db.session.commit()
-    return row.message_type, results
+    log.info("message %s (%s) processed: %s", row_id, row.message_type, [r["outcome"] for r in results])
+    return True
 
 
 # --- FHIR ---------------------------------------------------------------------------------------
 
-def receive_fhir(body, raw: bytes, source: str, settings: IntakeSettings, now=None) -> tuple[str, list[dict]]:
+def receive_fhir(body, source: str, settings: IntakeSettings, now=None) -> tuple[str, list[dict]]:
     """Read, store and process a FHIR request: (what it was, one result per entry, in order).
-    MessageError when the request as a whole is refused (nothing stored). A transaction Bundle is
-    all or nothing: any bad entry refuses it whole."""
+    MessageError when the request as a whole is refused (nothing stored); TransactionRefused when
+    a transaction Bundle has a bad entry (all or nothing: no event is stored). A request posted
+    again is processed again: its events are then duplicates, and an entry refused the first time
+    (a Patient not yet known) may go through."""
     now = now or utcnow()
     kind, entries = fhir.read_request(body)
     if kind == "Bundle/transaction" and any(e.errors for e in entries):
         raise TransactionRefused(entries)
-    [row_id] = store_messages([(source, "fhir", hashlib.sha256(raw).hexdigest(), kind, raw.decode("utf-8"))])
+    [row_id] = store_messages([(source, "fhir", uuid.uuid4().hex, kind, json.dumps(body, ensure_ascii=False))])
 
     def run():
         row = db.session.get(HospitalMessage, row_id, with_for_update=True)
-        if row.status == "processed" and row.result is not None:
-            return row.result  # the same body posted again: the same answer, nothing new
         results = _fhir_entries(entries, source, settings, now, row_id, all_or_nothing=kind == "Bundle/transaction")
         row.status, row.processed_at, row.result = "processed", now, results
         db.session.commit()
         return results
-    return kind, with_retries(run)
+    try:
+        return kind, with_retries(run)
+    except TransactionRefused as exc:
+        db.session.rollback()
+        _close(row_id, "refused", [{"outcome": "error", "errors": [{"path": p, "message": m}
+                                                                   for e in exc.entries for p, m in e.errors]}])
+        raise
+    except Exception as exc:
+        db.session.rollback()
+        _close(row_id, "failed", None, type(exc).__name__)
+        raise
+
+
+def _close(row_id: int, status: str, result, error: str | None = None) -> None:
+    db.session.execute(update(HospitalMessage).where(HospitalMessage.id == row_id).values(
+        status=status, processed_at=utcnow(), result=result, error=error))
+    db.session.commit()
 
 
 class TransactionRefused(ValueError):
@@ -205,7 +225,8 @@ def _fhir_entries(entries: list, source, settings: IntakeSettings, now, row_id, 
             results.append({**base, "outcome": "error", "errors": [{"path": p, "message": m} for p, m in e.errors]})
             continue
         if e.resource_type not in fhir.ACTED_ON:
-            results.append({**base, "outcome": "ignored", "reason": f"{e.resource_type} resources are not journey events"})
+            results.append({**base, "outcome": "ignored", "reason": "not-an-event-resource",
+                            "detail": f"{e.resource_type} resources are not journey events"})
             continue
         try:
             moment = _fhir_moment(e, source, settings, in_request, appointments)
@@ -215,8 +236,8 @@ def _fhir_entries(entries: list, source, settings: IntakeSettings, now, row_id, 
             results.append({**base, "outcome": "error", "errors": [{"path": e.resource_type, "message": exc.reason}]})
             continue
         if moment is None:
-            results.append({**base, "outcome": "ignored",
-                            "reason": f"status {e.resource.status!r} is no journey moment"})
+            results.append({**base, "outcome": "ignored", "reason": "not-a-journey-moment",
+                            "detail": f"status {e.resource.status!r} is no journey moment"})
             continue
         results.append({**base, **record_moment(moment, source, settings, now, row_id)})
     return results
@@ -247,7 +268,7 @@ def _fhir_moment(entry, source, settings: IntakeSettings, in_request: dict, appo
     linked = None
     for app_ref in fhir.appointment_references(resource):
         if app_ref in appointments:
-            linked = fhir.moment(appointments[app_ref], patient, region, tz).codes if patient else None
+            linked = fhir.codes_of(appointments[app_ref])
         else:
             earlier = db.session.scalar(select(Event).where(Event.source == source, Event.reference == app_ref))
             if earlier is not None and earlier.codes:
@@ -264,10 +285,19 @@ def _facts_of(patient) -> PatientFacts:
 
 def record_moment(moment: Moment, source: str, settings: IntakeSettings, now, message_id: int | None) -> dict:
     """Act on one moment in the current transaction; returns what became of it."""
+    # One flush at the end instead of one before every query: nothing read here depends on the
+    # rows this moment adds.
+    with db.session.no_autoflush:
+        return _record_moment(moment, source, settings, now, message_id)
+
+
+def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, message_id: int | None) -> dict:
     if moment.kind == CANCEL:
         cancelled = cancel_unsent(source, moment.reference)
         return {"outcome": "cancelled", "reference": moment.reference, "invitations_cancelled": cancelled}
     consent = settings.mapping.consent
+    if settings.mapping.disposition_reason(moment.discharge_disposition) == "deceased":
+        moment.patient.deceased = True  # so that what was already planned for them is not sent
     patient = upsert_from_hospital(source, moment.patient, consent.sms, consent.email)
     if moment.kind == CONTACT_UPDATE:
         return {"outcome": "patient-updated"}
@@ -286,7 +316,8 @@ def record_moment(moment: Moment, source: str, settings: IntakeSettings, now, me
     elif route is None:
         event_type = "follow_up"  # a visit the mapping does not place: reported as unmapped
     else:
-        return {"outcome": "ignored", "reason": "the end of a visit that the mapping does not make a follow-up"}
+        return {"outcome": "ignored", "reason": "not-a-follow-up",
+                "detail": "the end of a visit that the mapping does not make a follow-up"}
     journey = db.session.scalar(select(Journey).where(Journey.slug == route.journey)) if route else None
     rule = next((r for r in journey.rules if r.event_type == event_type), None) if journey else None
     touchpoint = None
@@ -299,7 +330,7 @@ def record_moment(moment: Moment, source: str, settings: IntakeSettings, now, me
                   patient_class=moment.patient_class, discharge_disposition=moment.discharge_disposition,
                   message_id=message_id)
     db.session.add(event)
-    reason = exclusion(moment, event_type, settings.mapping, settings.min_age)
+    reason = exclusion(moment, settings.mapping, settings.min_age)
     invitation = None
     if journey is None:
         event.skip_reason = reason or ("unmapped" if route is None else "mapped-journey-missing")

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import phonenumbers
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..journeys.models import EVENT_TYPES
 from .inbound import Codes
@@ -31,6 +31,13 @@ class Match(_Strict):
     department: CodeList = []
     appointment_type: CodeList = []
     service_type: CodeList = []
+
+    @model_validator(mode="after")
+    def _something(self):
+        # An empty match would take every message, unmapped ones included: say so if meant.
+        if not any(getattr(self, k) for k in CODE_KINDS):
+            raise ValueError(f"name at least one code ({', '.join(CODE_KINDS)})")
+        return self
 
 
 class RouteDoc(_Strict):

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import sys
 import threading
+import time
 from concurrent.futures import Future
 
 from ..extensions import db
@@ -23,6 +25,10 @@ log = logging.getLogger(__name__)
 
 START, END = b"\x0b", b"\x1c\x0d"
 STORE_BATCH = 500
+QUIET = 0.002  # seconds without a store before a message is processed
+STARVED = 0.5  # seconds a burst may hold processing back before a batch goes through anyway
+PROCESS_BATCH = 50
+STARVED_BATCH = 5
 
 
 def frame(text: str) -> bytes:
@@ -98,6 +104,11 @@ class Listener:
         self.threads = [threading.Thread(target=self._store_loop, name="mllp-store", daemon=True),
                         threading.Thread(target=self._process_loop, name="mllp-process", daemon=True)]
         self.counts = {"acknowledged": 0, "stored": 0, "rejected": 0, "ignored": 0}
+        # One writer at a time in this process: on SQLite a second one would wait in the
+        # driver's sleep-and-retry loop, far longer than the first one's transaction.
+        self.writing = threading.Lock()
+        self.store_waiting = threading.Event()
+        self.last_store = 0.0
 
     # -- the network side (asyncio) --
 
@@ -126,8 +137,11 @@ class Listener:
                 data = await reader.read(65536)
                 if not data:
                     break
-                for kind, body in deframer.feed(data):
-                    writer.write(frame(await self._answer(kind, body)))
+                # Frames that came in one read (a sender that does not wait for each ACK) are
+                # stored together, and answered in order.
+                answers = await asyncio.gather(*(self._answer(kind, body) for kind, body in deframer.feed(data)))
+                for answer in answers:
+                    writer.write(frame(answer))
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
@@ -177,7 +191,11 @@ class Listener:
                     except queue.Empty:
                         break
                 try:
-                    store_messages([item for item, _ in batch])
+                    self.store_waiting.set()
+                    with self.writing:
+                        self.store_waiting.clear()
+                        store_messages([item for item, _ in batch])
+                        self.last_store = time.monotonic()
                 except Exception as exc:  # noqa: BLE001
                     log.exception("MLLP: %d messages not stored; each sender gets an AR", len(batch))
                     db.session.rollback()
@@ -190,19 +208,39 @@ class Listener:
                 self.stored.set()
 
     def _process_loop(self):
+        """Turn stored messages into events in the gaps between stores, giving way between two
+        messages as soon as a store waits: a sender waiting for its ACK comes first. Under a
+        long burst a batch still goes through every STARVED seconds, so a steady feed never
+        leaves the backlog behind for good."""
+        def store_first() -> bool:
+            return self.store_waiting.is_set() or not self.pending.empty()
+
         with self.app.app_context():
+            starved_since = None
             while True:
                 self.stored.wait(timeout=1.0)
-                self.stored.clear()
+                finishing = self.stopping.is_set() and self.pending.empty() and not self.threads[0].is_alive()
+                busy = store_first() or time.monotonic() - self.last_store < QUIET
+                if busy and not finishing:
+                    starved_since = starved_since or time.monotonic()
+                    if time.monotonic() - starved_since < STARVED:
+                        time.sleep(QUIET / 2)
+                        continue
                 try:
-                    while process_pending(self.settings):
-                        pass
+                    with self.writing:
+                        starved = starved_since is not None and not finishing
+                        done = process_pending(self.settings, limit=STARVED_BATCH if starved else PROCESS_BATCH,
+                                               yield_to=None if starved or finishing else store_first)
                 except Exception:  # noqa: BLE001  (the database went away: try again shortly)
                     log.exception("MLLP: processing stored messages failed; will retry")
                     db.session.rollback()
-                if self.stopping.is_set() and self.pending.empty() and not self.threads[0].is_alive():
-                    process_pending(self.settings)
-                    return
+                    done = 0
+                    time.sleep(1)
+                starved_since = None
+                if not done:
+                    self.stored.clear()
+                    if finishing:
+                        return
 
     def stop(self):
         self.stopping.set()
@@ -216,6 +254,9 @@ def run(app, host: str, port: int, source: str, max_bytes: int) -> None:
     import signal
 
     listener = Listener(app, source, max_bytes)
+    # The network thread must get the interpreter back quickly from the processing thread: a
+    # sender waits for each ACK.
+    sys.setswitchinterval(0.0005)
 
     async def main():
         stop = asyncio.Event()

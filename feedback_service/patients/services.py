@@ -68,7 +68,8 @@ def upsert_from_hospital(source: str, facts, consent_sms: bool, consent_email: b
     message leaves out keeps what an earlier message said; a recorded death is never undone by an
     older message arriving late. Consent follows the mapping file's policy for hospital feeds."""
     patient = db.session.scalar(select(Patient).where(
-        Patient.source == source, Patient.external_id == facts.id).with_for_update())
+        Patient.source == source, Patient.external_id == facts.id).with_for_update()
+        .execution_options(populate_existing=True))
     if patient is None:
         patient = Patient(source=source, external_id=facts.id, deceased=False, no_publicity=False)
         db.session.add(patient)

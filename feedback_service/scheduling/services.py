@@ -38,10 +38,10 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
     send_at = next_send_time(due, tz, policy.window_start, policy.window_end)
     fatigue = timedelta(days=rule.fatigue_days if rule.fatigue_days is not None else policy.fatigue_days)
     channel, reason = None, None
-    if policy.too_late(send_at, now):
-        reason = "too-late"  # a survey about a moment this old would not be answered well
-    elif send_by is not None and max(send_at, now) > send_by:
+    if send_by is not None and max(send_at, now) > send_by:
         reason = "outside-contact-window"
+    elif policy.too_late(send_at, now):
+        reason = "too-late"  # a survey about a moment this old would not be answered well
     elif _asked_within(patient.id, send_at, fatigue, journey_id=event.journey_id):
         reason = "fatigue-journey"
     else:
