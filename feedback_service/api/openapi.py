@@ -27,7 +27,7 @@ _invitation = {
     "properties": {
         "id": {"type": "integer"},
         "status": {"type": "string", "enum": ["scheduled", "sending", "sent", "answered", "failed", "expired",
-                                               "skipped", "unknown"]},
+                                               "skipped", "unknown", "cancelled"]},
         "reason": {"type": ["string", "null"]}, "stage": {"type": "string"}, "touchpoint": {"type": "string"},
         "channel": {"type": ["string", "null"]}, "question_set": {"type": "string"},
         "question_set_version": {"type": "integer"}, "send_at": {"type": ["string", "null"], "format": "date-time"},
@@ -83,6 +83,32 @@ OPENAPI = {
                 "413": {"description": "body over 8 MB", "content": {"application/json": {"schema": _error}}},
                 "422": {"description": "invalid or not JSON; nothing stored",
                         "content": {"application/json": {"schema": _error}}},
+                **_auth,
+            },
+        }},
+        "/api/v1/fhir": {"post": {
+            "summary": "FHIR R4 in: an Appointment, Encounter or Patient, or a transaction, batch, collection "
+                       "or subscription-notification Bundle of them",
+            "requestBody": {"required": True, "content": {"application/fhir+json": {"schema": {"type": "object"}}}},
+            "responses": {
+                "200": {"description": "a batch- or transaction-response Bundle (one entry per entry), or an "
+                                       "OperationOutcome for a single resource that made no new event",
+                        "content": {"application/fhir+json": {"schema": {"type": "object"}}}},
+                "201": {"description": "a single resource made an event (OperationOutcome)"},
+                "400": {"description": "not JSON, or not a FHIR resource (OperationOutcome)"},
+                "415": {"description": "not FHIR JSON (OperationOutcome)"},
+                "422": {"description": "invalid resource, or a transaction with an invalid entry (OperationOutcome)"},
+                **_auth,
+            },
+        }},
+        "/api/v1/hl7v2": {"post": {
+            "summary": "HL7 v2 in: one ER7 message (SIU^S12, SIU^S15, ADT^A03, ADT^A08, ADT^A13; others are "
+                       "acknowledged and ignored)",
+            "requestBody": {"required": True, "content": {"x-application/hl7-v2+er7": {"schema": {"type": "string"}}}},
+            "responses": {
+                "200": {"description": "the ACK, MSA|AA: stored",
+                        "content": {"x-application/hl7-v2+er7": {"schema": {"type": "string"}}}},
+                "400": {"description": "the ACK, MSA|AE or MSA|AR, with the reason in MSA-3 and ERR-8"},
                 **_auth,
             },
         }},

@@ -162,7 +162,8 @@ class Listener:
             message, acted_on = check_hl7(text, self.settings)
         except MessageError as exc:
             self.counts["rejected"] += 1
-            log.info("MLLP message refused (%s): %s", "AR" if exc.reject else "AE", exc.reason)
+            # The field only: the reason may quote a value (a birth date), which stays out of logs.
+            log.info("MLLP message refused (%s): %s", "AR" if exc.reject else "AE", exc.reason.split(":")[0])
             return ack(text, "AR" if exc.reject else "AE", exc.reason)
         if not acted_on:
             self.counts["ignored"] += 1
