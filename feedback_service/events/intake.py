@@ -286,9 +286,11 @@ def _facts_of(patient) -> PatientFacts:
 def record_moment(moment: Moment, source: str, settings: IntakeSettings, now, message_id: int | None) -> dict:
     """Act on one moment in the current transaction; returns what became of it."""
     # One flush at the end instead of one before every query: nothing read here depends on the
-    # rows this moment adds.
+    # rows this moment adds (the next moment of a Bundle does, hence the flush).
     with db.session.no_autoflush:
-        return _record_moment(moment, source, settings, now, message_id)
+        result = _record_moment(moment, source, settings, now, message_id)
+    db.session.flush()
+    return result
 
 
 def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, message_id: int | None) -> dict:
@@ -347,7 +349,7 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
             invitation, why = schedule_invitation(event, rule, settings.policy, now, hold_until)
             if invitation is None:
                 event.skip_reason = why
-    db.session.flush()
+    db.session.flush()  # the summary names the event's id
     return {"outcome": "event", **_event_summary(event, invitation)}
 
 
