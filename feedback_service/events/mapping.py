@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import phonenumbers
 import yaml
@@ -20,6 +20,7 @@ DISPOSITION_REASONS = {"deceased": "deceased", "hospice": "discharged-to-hospice
                        "other-facility": "discharged-to-facility", "law-enforcement": "discharged-to-law-enforcement"}
 
 CodeList = list[Annotated[str, Field(min_length=1, max_length=128)]]
+Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
 
 
 class _Strict(BaseModel):
@@ -43,17 +44,9 @@ class Match(_Strict):
 class RouteDoc(_Strict):
     name: str = ""
     match: Match
-    journey: Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
+    journey: Slug
     follow_up: bool = False
-    touchpoints: dict[str, Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]] = {}
-
-    @field_validator("touchpoints")
-    @classmethod
-    def _event_types(cls, value):
-        for key in value:
-            if key not in EVENT_TYPES:
-                raise ValueError(f"{key!r}: keys are event types ({', '.join(EVENT_TYPES)})")
-        return value
+    touchpoints: dict[Literal[EVENT_TYPES], Slug] = {}
 
 
 class Consent(_Strict):
@@ -65,7 +58,7 @@ class MappingDoc(_Strict):
     region: str = "US"
     consent: Consent = Consent()
     sensitive_service_lines: CodeList = []
-    dispositions: dict[str, CodeList] = {}
+    dispositions: dict[Literal[tuple(DISPOSITION_REASONS)], CodeList] = {}
     routes: list[RouteDoc] = []
 
     @field_validator("region")
@@ -73,14 +66,6 @@ class MappingDoc(_Strict):
     def _region(cls, value):
         if value not in phonenumbers.SUPPORTED_REGIONS:
             raise ValueError("must be an ISO 3166 region code such as US")
-        return value
-
-    @field_validator("dispositions")
-    @classmethod
-    def _reasons(cls, value):
-        for key in value:
-            if key not in DISPOSITION_REASONS:
-                raise ValueError(f"{key!r}: groups are {', '.join(DISPOSITION_REASONS)}")
         return value
 
 
