@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from datetime import datetime, timedelta, timezone
 from contextlib import contextmanager
 
 import pytest
@@ -283,3 +284,31 @@ def test_a_stored_message_left_unprocessed_is_picked_up_by_the_intake_job(app, r
     assert report["intake"] >= 1
     [row] = stored(app, source)
     assert row.status == "processed" and row.result[0]["outcome"] == "event"
+
+
+def test_a_booking_over_mllp_is_sent_by_the_worker_with_first_name_and_link_only(app, client, outbox, run_jobs,
+                                                                                   monkeypatch):
+    from dataclasses import replace
+
+    from tests.conftest import daytime_tz, message_for, new_phone
+    # Noon where the patient is: HL7 carries no time zone, so the hospital's default applies.
+    zone = daytime_tz()
+    monkeypatch.setitem(app.config, "FEEDBACK_DEFAULT_TIMEZONE", zone)
+    settings = app.extensions["feedback_intake"]
+    monkeypatch.setitem(app.extensions, "feedback_intake",
+                        replace(settings, timezone=zone, policy=replace(settings.policy, default_timezone=zone)))
+    source, phone = uid("mllp"), new_phone()
+    booked = datetime.now(timezone.utc) - timedelta(hours=2)  # the booking rule's hour has passed
+    message = fresh_hl7(SIU_S12, control_id=uid("S12"), happened=booked, PID_3=uid("mrn"), PID_7=ADULT,
+                        SCH_2=uid("appt"), PID_13=f"{phone}^PRN^CP")
+    with listening(app, source) as listener, MllpClient(listener.port) as mllp:
+        assert ack_code(mllp.exchange(message)) == "AA"
+    [row] = wait_processed(app, source, 1)
+    invitation_id = row.result[0]["invitation"]["id"]
+    run_jobs()
+    sent = message_for(outbox, invitation_id)
+    assert sent["channel"] == "sms" and sent["to"] == phone
+    assert "Amb" in sent["body"] and sent["survey_url"] in sent["body"]
+    # Nothing of the visit itself: the sample's appointment is a COVID-19 vaccine.
+    assert "COVID" not in sent["body"].upper() and "VACCINE" not in sent["body"].upper()
+    assert client.get(sent["survey_url"].replace("http://survey.test", "")).status_code == 200
