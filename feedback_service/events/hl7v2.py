@@ -10,6 +10,7 @@ Which fields say what (v2.5 positions; earlier versions agree on these):
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -83,7 +84,10 @@ def message_type(message: Message) -> str:
 
 
 def control_id(message: Message) -> str:
-    return _get(message, "MSH.F10")
+    """MSH-10 as we key the message by: itself, or a hash of it when it is longer than our columns
+    hold (v2.7 allows 199 characters)."""
+    value = _get(message, "MSH.F10")
+    return value if len(value) <= 64 else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def moments(message: Message, region: str, tz: str) -> list[Moment]:
@@ -145,8 +149,8 @@ def _patient(message: Message, region: str) -> PatientFacts:
     if len(mrn) > 128:
         raise MessageError("PID-3: the patient identifier is longer than 128 characters")
     phone, email = _telecom(message, region)
-    birth = _when(message, "PID.F7.R1.C1", ZoneInfo("UTC"), "PID-7")
-    birth_date = birth.date() if birth else None
+    birth = _when(message, "PID.F7.R1.C1", ZoneInfo("UTC"), "PID-7", utc=False)
+    birth_date = birth.date() if birth else None  # the date as written, whatever its offset
     deceased = _get(message, "PID.F30").upper() == "Y" or bool(_get(message, "PID.F29.R1.C1"))
     no_publicity = _has(message, "PD1") and (
         _get(message, "PD1.F11.R1.C1").upper() == "N" or _get(message, "PD1.F12").upper() == "Y")
@@ -188,9 +192,10 @@ def _patient_class(raw: str) -> str | None:
     return {"I": INPATIENT, "E": EMERGENCY, "O": OUTPATIENT, "R": OUTPATIENT, "B": OUTPATIENT}.get(first)
 
 
-def _when(message: Message, key: str, zone: ZoneInfo, name: str | None = None) -> datetime | None:
-    """An HL7 date-time field as an aware UTC datetime (read in `zone` when it has no offset);
-    MessageError naming the field when it is not a valid HL7 date-time."""
+def _when(message: Message, key: str, zone: ZoneInfo, name: str | None = None, utc: bool = True) -> datetime | None:
+    """An HL7 date-time field as an aware datetime in UTC (or, `utc=False`, at its own offset),
+    read in `zone` when it has none; MessageError naming the field when it is not a valid HL7
+    date-time."""
     raw = _get(message, key).replace(" ", "")  # real feeds send "20070208165451.447- 0500"
     if not raw:
         return None
@@ -202,8 +207,9 @@ def _when(message: Message, key: str, zone: ZoneInfo, name: str | None = None) -
         value = hl7.parse_datetime(raw)
     except ValueError:
         raise MessageError(f"{name}: {raw!r} is not a valid date") from None
+    value = value if value.tzinfo else value.replace(tzinfo=zone)
     # UTC from here on: adding 48 hours to a local wall-clock time is wrong across a DST change.
-    return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(timezone.utc)
+    return value.astimezone(timezone.utc) if utc else value
 
 
 def _codes(message: Message, places: list[tuple[str, int, int]]) -> list[str]:
