@@ -285,8 +285,8 @@ def _facts_of(patient) -> PatientFacts:
 
 def record_moment(moment: Moment, source: str, settings: IntakeSettings, now, message_id: int | None) -> dict:
     """Act on one moment in the current transaction; returns what became of it."""
-    # One flush at the end instead of one before every query: nothing read here depends on the
-    # rows this moment adds (the next moment of a Bundle does, hence the flush).
+    # Flushed where the rules read back what this moment adds, not before every query; and at the
+    # end, for the next moment of a Bundle.
     with db.session.no_autoflush:
         result = _record_moment(moment, source, settings, now, message_id)
     db.session.flush()
@@ -332,6 +332,7 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
                   patient_class=moment.patient_class, discharge_disposition=moment.discharge_disposition,
                   message_id=message_id)
     db.session.add(event)
+    db.session.flush()  # the fatigue rule reads this patient's events and invitations by id
     reason = exclusion(moment, settings.mapping, settings.min_age)
     invitation = None
     if journey is None:

@@ -312,3 +312,13 @@ def test_a_booking_over_mllp_is_sent_by_the_worker_with_first_name_and_link_only
     # Nothing of the visit itself: the sample's appointment is a COVID-19 vaccine.
     assert "COVID" not in sent["body"].upper() and "VACCINE" not in sent["body"].upper()
     assert client.get(sent["survey_url"].replace("http://survey.test", "")).status_code == 200
+
+
+def test_a_second_booking_for_the_same_patient_is_skipped_for_fatigue(app):
+    source, mrn = uid("mllp"), uid("mrn")
+    with listening(app, source) as listener, MllpClient(listener.port) as client:
+        for _ in range(2):
+            assert ack_code(client.exchange(siu(uid("S12"), mrn=mrn))) == "AA"
+    first, second = (row.result[0] for row in wait_processed(app, source, 2))
+    assert first["invitation"]["status"] == "scheduled"
+    assert (second["outcome"], second["reason"]) == ("event", "fatigue-journey")
