@@ -67,9 +67,14 @@ def siu(control_id: str, mrn: str | None = None, **changes) -> str:
 
 
 def test_a_real_siu_s12_over_mllp_schedules_a_booking_invitation_for_the_mapped_touchpoint(app):
-    source = uid("mllp")
+    from tests.conftest import new_phone
+    source, phone = uid("mllp"), new_phone()
+    # The sample's own number, in its own format, but one no other test texts (text limits count
+    # per handset, across sources).
+    local = phone.removeprefix("+1")
+    sample_phone = f"({local[:3]}){local[3:6]}-{local[6:]}^P^H^^^{local[:3]}^{local[3:]}~^NET^Internet^cool@gmail.com"
     with listening(app, source) as listener, MllpClient(listener.port) as client:
-        answer = client.exchange(siu("S12-" + uid()))
+        answer = client.exchange(siu("S12-" + uid(), PID_13=sample_phone))
     assert ack_code(answer) == "AA", answer
     [row] = wait_processed(app, source, 1)
     [result] = row.result
@@ -80,9 +85,10 @@ def test_a_real_siu_s12_over_mllp_schedules_a_booking_invitation_for_the_mapped_
         [invitation] = event.invitations
         assert invitation.status == "scheduled"
         assert invitation.touchpoint.slug == "phone-booking" and invitation.stage.slug == "booking"
-        # The sample's patient has a US landline-format number and an email: the rule's first
+        # The sample's patient has a US number in national format and an email: the rule's first
         # consented channel is taken (the mapping's consent policy for hospital feeds).
-        assert invitation.channel == "sms" and event.patient.phone == "+17182500000"
+        assert invitation.channel == "sms" and event.patient.phone == phone
+        assert event.patient.email == "cool@gmail.com"
 
 
 def test_a_real_adt_a03_to_hospice_over_mllp_makes_no_invitation_and_says_why(app):
