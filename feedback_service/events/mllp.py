@@ -25,10 +25,9 @@ log = logging.getLogger(__name__)
 
 START, END = b"\x0b", b"\x1c\x0d"
 STORE_BATCH = 500
-QUIET = 0.002  # seconds without a store before a message is processed
-STARVED = 0.5  # seconds a burst may hold processing back before a batch goes through anyway
+QUIET = 0.05  # seconds without a store: the feed is quiet, the backlog is worked off at full speed
+BUSY_REST = 3.0  # while it is busy, processing takes a quarter of the time at most
 PROCESS_BATCH = 50
-STARVED_BATCH = 5
 
 
 def frame(text: str) -> bytes:
@@ -209,35 +208,30 @@ class Listener:
                 self.stored.set()
 
     def _process_loop(self):
-        """Turn stored messages into events in the gaps between stores, giving way between two
-        messages as soon as a store waits: a sender waiting for its ACK comes first. Under a
-        long burst a batch still goes through every STARVED seconds, so a steady feed never
-        leaves the backlog behind for good."""
+        """Turn stored messages into events, oldest first. While senders are busy (a store in the
+        last QUIET seconds) it takes one message at a time and then rests BUSY_REST times as long
+        as that took, so that ACKs keep most of the machine and the backlog still moves; when the
+        feed is quiet it works the backlog off at full speed, giving way whenever a store waits."""
         def store_first() -> bool:
             return self.store_waiting.is_set() or not self.pending.empty()
 
         with self.app.app_context():
-            starved_since = None
             while True:
                 self.stored.wait(timeout=1.0)
                 finishing = self.stopping.is_set() and self.pending.empty() and not self.threads[0].is_alive()
-                busy = store_first() or time.monotonic() - self.last_store < QUIET
-                if busy and not finishing:
-                    starved_since = starved_since or time.monotonic()
-                    if time.monotonic() - starved_since < STARVED:
-                        time.sleep(QUIET / 2)
-                        continue
+                busy = not finishing and (store_first() or time.monotonic() - self.last_store < QUIET)
+                started = time.monotonic()
                 try:
                     with self.writing:
-                        starved = starved_since is not None and not finishing
-                        done = process_pending(self.settings, limit=STARVED_BATCH if starved else PROCESS_BATCH,
-                                               yield_to=None if starved or finishing else store_first)
+                        done = process_pending(self.settings, limit=1 if busy else PROCESS_BATCH,
+                                               yield_to=None if finishing else store_first)
                 except Exception:  # noqa: BLE001  (the database went away: try again shortly)
                     log.exception("MLLP: processing stored messages failed; will retry")
                     db.session.rollback()
                     done = 0
                     time.sleep(1)
-                starved_since = None
+                if busy and done:
+                    time.sleep((time.monotonic() - started) * BUSY_REST)
                 if not done:
                     self.stored.clear()
                     if finishing:
