@@ -102,13 +102,11 @@ def moments(message: Message, region: str, tz: str) -> list[Moment]:
     patient = _patient(message, region)
     if kind == CONTACT_UPDATE:
         return [check(Moment(kind, f"msg:{control_id(message)}", None, patient, label=label), FIELD_NAMES)]
-    if ref_kind == "appointment":
-        ref = _first(message, "SCH.F2.R1.C1", "SCH.F1.R1.C1")
-        sent = _when(message, "MSH.F7", zone)
-        occurred = sent
+    sent = _when(message, "MSH.F7", zone)
+    if ref_kind == "appointment":  # booked when the message says so; the visit itself is later
+        ref, occurred = _first(message, "SCH.F2.R1.C1", "SCH.F1.R1.C1"), sent
     else:
         ref = _get(message, "PV1.F19.R1.C1")
-        sent = _when(message, "MSH.F7", zone)
         occurred = _when(message, "PV1.F45.R1.C1", zone) or _when(message, "EVN.F6", zone) \
             or _when(message, "EVN.F2", zone) or sent
     if occurred is None:

@@ -312,3 +312,29 @@ def test_a_slow_channel_claims_no_more_than_it_can_hand_over_within_half_the_lea
         one_a_second.pacer = Pacer(0.01)
         assert _claim_limit(100, one_a_second) == 1
         assert _claim_limit(100, ConsoleChannel(None)) == 100  # no pace, no limit
+
+
+@pytest.mark.parametrize("found_by", ["dispatcher", "expiry"])
+def test_a_discharge_survey_past_its_contact_window_is_never_sent(app, client, auth, outbox, run_jobs, new_journey,
+                                                                 found_by):
+    """A worker that was down, or quiet hours, must not push a discharge survey past 42 days."""
+    from tests.conftest import daytime_tz
+    slug = new_journey()
+    discharged = datetime.now(timezone.utc) - timedelta(days=3)
+    body = event_body("discharge", journey=slug, occurred_at=discharged, timezone=daytime_tz())
+    r = client.post("/api/v1/events", json=body, headers=auth)
+    assert r.status_code == 202, r.get_json()
+    [inv] = r.get_json()["invitations"]
+    with app.app_context():
+        row = db.session.get(Invitation, inv["id"])
+        assert row.send_by == discharged + timedelta(days=42)  # the window every discharge keeps
+        # As if the window had closed while the row waited: due now, its last day yesterday.
+        row.send_by = datetime.now(timezone.utc) - timedelta(days=1)
+        if found_by == "expiry":
+            row.send_at = datetime.now(timezone.utc) + timedelta(minutes=5)
+        db.session.commit()
+    run_jobs()
+    with app.app_context():
+        row = db.session.get(Invitation, inv["id"])
+        assert (row.status, row.skip_reason) == ("expired", "outside-contact-window")
+    assert [m for m in outbox_lines(outbox) if m["invitation_id"] == inv["id"]] == []
