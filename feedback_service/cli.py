@@ -155,6 +155,18 @@ def events_unmapped(days, as_json):
         click.echo(f"{sum(g['count'] for g in groups)} unmapped events in the last {days} days", err=True)
 
 
+@events_group.command("remap")
+@click.option("--days", default=30, show_default=True, help="Look back this many days.")
+@with_appcontext
+def events_remap(days):
+    """Route again the unmapped events of the last days, once the mapping file has routes for
+    them: each one placed is surveyed by its trigger rule, unless too late or excluded."""
+    from .events.intake import remap_unmapped
+
+    counts = remap_unmapped(current_app.extensions["feedback_intake"], days)
+    click.echo(f"{counts['placed']} events placed in a journey; {counts['still_unmapped']} still unmapped")
+
+
 @events_group.command("retry")
 @with_appcontext
 def events_retry():

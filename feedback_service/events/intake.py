@@ -20,7 +20,7 @@ from ..scheduling.services import schedule_invitation
 from ..sqltypes import utcnow
 from . import fhir, hl7v2
 from .exclusions import exclusion, hcahps_eligible
-from .inbound import BOOKING, CANCEL, CONTACT_UPDATE, Codes, MessageError, Moment, PatientFacts
+from .inbound import BOOKING, CANCEL, CONTACT_UPDATE, VISIT_END, Codes, MessageError, Moment, PatientFacts
 from .mapping import Mapping
 from .models import Event, HospitalMessage
 from .services import InvitationOutcome, with_retries
@@ -309,29 +309,41 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
         return {"outcome": "duplicate", **_event_summary(existing)}
 
     route = settings.mapping.route(moment.codes)
-    if moment.kind == BOOKING:
-        event_type = "booking"
-    elif route is not None and route.follow_up:
-        event_type = "follow_up"
-    elif moment.discharge:
-        event_type = "discharge"
-    elif route is None:
-        event_type = "follow_up"  # a visit the mapping does not place: reported as unmapped
-    else:
+    event_type = _event_type(moment, route)
+    if event_type is None:
         return {"outcome": "ignored", "reason": "not-a-follow-up",
                 "detail": "the end of a visit that the mapping does not make a follow-up"}
+    event = Event(source=source, external_id=moment.external_id[:128], type=event_type,
+                  occurred_at=moment.occurred_at, patient=patient, reference=moment.reference,
+                  codes=moment.codes.as_dict() or None, patient_class=moment.patient_class,
+                  discharge_disposition=moment.discharge_disposition, message_id=message_id)
+    db.session.add(event)
+    invitation = _place(event, moment, route, settings, now)
+    return {"outcome": "event", **_event_summary(event, invitation)}
+
+
+def _event_type(moment: Moment, route) -> str | None:
+    """booking, discharge or follow_up; None for the end of a visit that is neither."""
+    if moment.kind == BOOKING:
+        return "booking"
+    if route is not None and route.follow_up:
+        return "follow_up"
+    if moment.discharge:
+        return "discharge"
+    # A visit the mapping does not place is kept as a follow-up, to be reported as unmapped.
+    return "follow_up" if route is None else None
+
+
+def _place(event: Event, moment: Moment, route, settings: IntakeSettings, now):
+    """Put the event in its route's journey and touchpoint, then apply the exclusions, the HCAHPS
+    hold and the trigger rule; returns the invitation, if one was made."""
     journey = db.session.scalar(select(Journey).where(Journey.slug == route.journey)) if route else None
-    rule = next((r for r in journey.rules if r.event_type == event_type), None) if journey else None
+    rule = next((r for r in journey.rules if r.event_type == event.type), None) if journey else None
     touchpoint = None
     if rule is not None:
-        wanted = route.touchpoints.get(event_type)
+        wanted = route.touchpoints.get(event.type)
         touchpoint = (rule.stage.touchpoint(wanted) if wanted else None) or rule.default_touchpoint
-    event = Event(source=source, external_id=moment.external_id[:128], type=event_type,
-                  occurred_at=moment.occurred_at, journey=journey, touchpoint=touchpoint, patient=patient,
-                  reference=moment.reference, codes=moment.codes.as_dict() or None,
-                  patient_class=moment.patient_class, discharge_disposition=moment.discharge_disposition,
-                  message_id=message_id)
-    db.session.add(event)
+    event.journey, event.touchpoint = journey, touchpoint
     db.session.flush()  # the fatigue rule reads this patient's events and invitations by id
     reason = exclusion(moment, settings.mapping, settings.min_age)
     invitation = None
@@ -341,7 +353,7 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
         event.skip_reason = reason
     else:
         hold_until = None
-        if journey.hcahps_sampled and rule is not None and hcahps_eligible(moment, event_type, settings.min_age):
+        if journey.hcahps_sampled and rule is not None and hcahps_eligible(moment, event.type, settings.min_age):
             if rule.hcahps == "skip":
                 event.hold, event.skip_reason = "hcahps-skipped", "hcahps-sampled"
             else:
@@ -351,7 +363,33 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
             if invitation is None:
                 event.skip_reason = why
     db.session.flush()  # the summary names the event's id
-    return {"outcome": "event", **_event_summary(event, invitation)}
+    return invitation
+
+
+def remap_unmapped(settings: IntakeSettings, days: int = 30, now=None) -> dict:
+    """Route again the events of the last `days` that no route placed, after the mapping file
+    gained routes: each placed one goes through the exclusions and its trigger rule as if it had
+    just arrived (a survey whose moment is too long past is still not sent). Committed."""
+    now = now or utcnow()
+    since = now - timedelta(days=days)
+    counts = {"placed": 0, "still_unmapped": 0}
+    for event in db.session.scalars(select(Event).where(
+            Event.journey_id.is_(None), Event.skip_reason == "unmapped", Event.received_at >= since)
+            .order_by(Event.id)).all():
+        moment = Moment(BOOKING if event.type == "booking" else VISIT_END, event.external_id, event.occurred_at,
+                        _facts_of(event.patient), reference=event.reference, codes=Codes(**(event.codes or {})),
+                        patient_class=event.patient_class, discharge_disposition=event.discharge_disposition,
+                        discharge=event.type == "discharge")
+        route = settings.mapping.route(moment.codes)
+        event_type = _event_type(moment, route)
+        if route is None or event_type is None:
+            counts["still_unmapped"] += 1
+            continue
+        event.type, event.skip_reason = event_type, None
+        _place(event, moment, route, settings, now)
+        counts["placed"] += 1
+    db.session.commit()
+    return counts
 
 
 def _event_summary(event: Event, invitation=None) -> dict:

@@ -836,3 +836,34 @@ def test_an_inpatient_of_a_journey_not_hcahps_sampled_is_not_held(app, client, f
     post_hl7(client, feed, text)
     event = only_event(app, feed.source)
     assert event["hold"] is None and event["invitations"][0]["status"] == "scheduled"
+
+
+# ---------------------------------------------------------------------------------------------- remapping
+
+def test_an_unmapped_discharge_is_surveyed_once_the_mapping_has_a_route_for_it(app, client, feed, new_journey,
+                                                                                routes):
+    location = uid("NEWWARD").upper()
+    text, ids = discharge(location, happened=now_utc() - timedelta(days=3))
+    assert ack_code(post_hl7(client, feed, text)) == "AA"
+    before = only_event(app, feed.source)
+    assert (before["journey"], before["skip_reason"]) == (None, "unmapped")
+
+    slug = new_journey()
+    routes({"match": {"location": [location]}, "journey": slug, "touchpoints": {"discharge": "discharge-information"}})
+    result = app.test_cli_runner().invoke(args=["events", "remap"])
+    assert result.exit_code == 0, result.output
+    assert "events placed in a journey" in result.output
+
+    with app.app_context():
+        event = db.session.get(Event, before["id"])
+        assert (event.journey.slug, event.touchpoint.slug, event.skip_reason) == (slug, "discharge-information", None)
+        [invitation] = event.invitations
+        assert invitation.status == "scheduled" and invitation.stage.slug == "discharge"
+        assert invitation.send_by == event.occurred_at + timedelta(days=42)
+    unmapped = app.test_cli_runner().invoke(args=["events", "unmapped", "--json"]).output
+    assert location not in unmapped
+    # A second remap finds nothing more to place for it.
+    again = app.test_cli_runner().invoke(args=["events", "remap"])
+    with app.app_context():
+        assert len(db.session.get(Event, before["id"]).invitations) == 1
+    assert again.exit_code == 0
