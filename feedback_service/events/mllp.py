@@ -242,6 +242,7 @@ class Listener:
         self.stored.set()
         for t in self.threads:
             t.join(timeout=30)
+        log.info("MLLP stopped: %s", ", ".join(f"{n} {what}" for what, n in self.counts.items()))
 
 
 def run(app, host: str, port: int, source: str, max_bytes: int) -> None:
