@@ -55,4 +55,4 @@ def test_the_mllp_command_acknowledges_stores_and_processes_then_stops_cleanly(a
     # Health data stays out of the log, even at DEBUG: no patient identifiers or phone numbers.
     text = (tmp_path / "mllp.log").read_text()
     assert "MLLP listening" in text
-    assert "718" not in text and "cool@gmail.com" not in text
+    assert "2500000" not in text and "250-0000" not in text and "cool@gmail.com" not in text
