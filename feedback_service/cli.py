@@ -180,7 +180,7 @@ def events_retry():
     # FHIR senders had their answer at once; only stored HL7 messages wait on us.
     again = db.session.execute(update(HospitalMessage).where(
         HospitalMessage.status == "failed", HospitalMessage.protocol == "hl7v2")
-        .values(status="received", error=None)).rowcount
+        .values(status="received", error=None, claimed_at=None)).rowcount
     db.session.commit()
     done = 0
     while count := process_pending(current_app.extensions["feedback_intake"]):

@@ -8,8 +8,8 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from sqlalchemy import insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
 from ..journeys.models import Journey
@@ -26,6 +26,10 @@ from .models import Event, HospitalMessage
 from .services import InvitationOutcome, with_retries
 
 log = logging.getLogger(__name__)
+
+# A processor that has held a message this long died or hung: another may take it.
+PROCESSING_LEASE = timedelta(minutes=2)
+INTAKE_LOCK = 0x46424B49  # PostgreSQL advisory lock key: "FBKI"
 
 
 @dataclass(frozen=True)
@@ -94,55 +98,69 @@ def receive_hl7(text: str, source: str, settings: IntakeSettings, now=None) -> s
     except MessageError as exc:
         return hl7v2.ack(text, "AR" if exc.reject else "AE", exc.reason)
     if acted_on:
-        [row_id] = store_messages([(source, "hl7v2", hl7v2.control_id(message), hl7v2.message_type(message),
+        store_messages([(source, "hl7v2", hl7v2.control_id(message), hl7v2.message_type(message),
                                     hl7v2.normalise(text))])
-        process_stored([row_id], settings, now)
+        # Processed here unless another processor is at work (then it takes this one in turn).
+        process_pending(settings, limit=100, now=now)
     return hl7v2.ack(message, "AA")
 
 
 def process_pending(settings: IntakeSettings, limit: int = 500, now=None, yield_to=None) -> int:
-    """Process stored messages not processed yet, oldest first (an A08 after its S12, a cancel after
-    its booking); returns how many. Used by the MLLP listener and by the worker's intake job."""
-    query = select(HospitalMessage.id).where(HospitalMessage.status == "received",
-                                             HospitalMessage.protocol == "hl7v2") \
-        .order_by(HospitalMessage.id).limit(limit)
-    if db.engine.dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    ids = list(db.session.scalars(query))
-    db.session.rollback()  # the locks only keep two processors apart while they pick
-    return process_stored(ids, settings, now, yield_to) if ids else 0
-
-
-def process_stored(ids: list[int], settings: IntakeSettings, now=None, yield_to=None) -> int:
-    """Process these stored HL7 messages (skipping any another processor finished), each in its
-    own transaction so that one failure marks that message and the rest go on; stop early when
-    `yield_to()` says something more urgent waits."""
+    """Process stored HL7 messages one at a time in arrival order (an A08 after its S12, a cancel
+    after its booking), however many processes call this (the MLLP listener, the worker's intake
+    job, the HTTP endpoint): returns how many this call processed. Stops early when `yield_to()`
+    says something more urgent waits, or when another processor is at work."""
     session = db.session()
     # Journeys, rules and question sets stay loaded from one message to the next instead of being
     # read again after every commit; what is written is read fresh (populate_existing).
     expire, session.expire_on_commit = session.expire_on_commit, False
     done = 0
     try:
-        for row_id in ids:
-            if yield_to is not None and yield_to():
+        while done < limit and not (yield_to is not None and yield_to()):
+            claimed = _claim_next(utcnow())
+            if claimed is None:
                 break
+            row_id, stamp = claimed
             try:
-                done += with_retries(lambda: _process_hl7(row_id, settings, now or utcnow()))
+                with_retries(lambda: _process_hl7(row_id, stamp, settings, now or utcnow()))
+                done += 1
+            except OperationalError:  # the database went away: the message waits for the next run
+                session.rollback()
+                _close(row_id, stamp, "received")
+                raise
             except Exception as exc:  # noqa: BLE001  (one bad message must not stop the feed)
                 session.rollback()
                 log.exception("message %s could not be processed", row_id)
-                _close(row_id, "failed", None, type(exc).__name__)
+                _close(row_id, stamp, "failed", error=type(exc).__name__)
     finally:
         session.expire_on_commit = expire
         session.expire_all()
     return done
 
 
-def _process_hl7(row_id: int, settings: IntakeSettings, now) -> bool:
+def _claim_next(now) -> tuple[int, object] | None:
+    """Take the oldest waiting HL7 message, unless another processor holds one: (id, claim time)
+    or None. One statement (SQLite takes its write lock for it); on PostgreSQL an advisory lock
+    makes the check and the take one step for concurrent processors too."""
+    table = HospitalMessage.__table__
+    stale = now - PROCESSING_LEASE
+    mine = (table.c.protocol == "hl7v2")
+    oldest = select(table.c.id).where(mine, or_(table.c.status == "received", and_(
+        table.c.status == "processing", table.c.claimed_at <= stale))).order_by(table.c.id).limit(1)
+    busy = select(table.c.id).where(mine, table.c.status == "processing", table.c.claimed_at > stale)
+    with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INTAKE_LOCK})
+        row_id = conn.execute(update(table).where(table.c.id == oldest.scalar_subquery(), ~busy.exists())
+                              .values(status="processing", claimed_at=now).returning(table.c.id)).scalar()
+    return (row_id, now) if row_id is not None else None
+
+
+def _process_hl7(row_id: int, stamp, settings: IntakeSettings, now) -> None:
     row = db.session.get(HospitalMessage, row_id, with_for_update=True, populate_existing=True)
-    if row is None or row.status != "received":
-        db.session.rollback()
-        return False
+    if row.status != "processing" or row.claimed_at != stamp:
+        db.session.rollback()  # taken from us after the lease: the other processor finishes it
+        return
     message = hl7v2.parse(row.body)
     try:
         moments = hl7v2.moments(message, settings.mapping.region, settings.timezone)
@@ -152,7 +170,6 @@ def _process_hl7(row_id: int, settings: IntakeSettings, now) -> bool:
     row.status, row.processed_at, row.result = "processed", now, results
     db.session.commit()
     log.info("message %s (%s) processed: %s", row_id, row.message_type, [r["outcome"] for r in results])
-    return True
 
 
 # --- FHIR ---------------------------------------------------------------------------------------
@@ -179,18 +196,23 @@ def receive_fhir(body, source: str, settings: IntakeSettings, now=None) -> tuple
         return kind, with_retries(run)
     except TransactionRefused as exc:
         db.session.rollback()
-        _close(row_id, "refused", [{"outcome": "error", "errors": [{"path": p, "message": m}
-                                                                   for e in exc.entries for p, m in e.errors]}])
+        _close(row_id, None, "refused", [{"outcome": "error", "errors": [{"path": p, "message": m}
+                                                                         for e in exc.entries for p, m in e.errors]}])
         raise
     except Exception as exc:
         db.session.rollback()
-        _close(row_id, "failed", None, type(exc).__name__)
+        _close(row_id, None, "failed", error=type(exc).__name__)
         raise
 
 
-def _close(row_id: int, status: str, result, error: str | None = None) -> None:
-    db.session.execute(update(HospitalMessage).where(HospitalMessage.id == row_id).values(
-        status=status, processed_at=utcnow(), result=result, error=error))
+def _close(row_id: int, stamp, status: str, result=None, error: str | None = None) -> None:
+    """Set the outcome of a message this processor holds (claimed at `stamp`; None for a FHIR
+    request, which is processed at once)."""
+    table = HospitalMessage.__table__
+    held = table.c.claimed_at == stamp if stamp is not None else table.c.claimed_at.is_(None)
+    db.session.execute(update(table).where(table.c.id == row_id, held).values(
+        status=status, processed_at=utcnow() if status != "received" else None, result=result, error=error,
+        claimed_at=None if status == "received" else stamp))
     db.session.commit()
 
 

@@ -58,8 +58,12 @@ class HospitalMessage(db.Model):
     message_type: Mapped[str] = mapped_column(db.String(40))  # SIU^S12, Bundle/transaction, ...
     body: Mapped[str] = mapped_column(db.Text)
     received_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
-    # received -> processed | failed (a bug or an outage; `feedback-service events retry`)
+    # received -> processing -> processed | failed (a bug; `feedback-service events retry`);
+    # FHIR requests are processed at once: processed, refused (a transaction) or failed.
     status: Mapped[str] = mapped_column(db.String(12), default="received")
+    # When a processor took it: one HL7 message is processed at a time, in arrival order, and a
+    # processor that died leaves it to be taken again after a lease.
+    claimed_at = mapped_column(UTCDateTime, nullable=True)
     processed_at = mapped_column(UTCDateTime, nullable=True)
     # Per moment in the message: what became of it ({"event_id", "outcome", "reason", ...}).
     result: Mapped[list | None] = mapped_column(JSON, nullable=True)

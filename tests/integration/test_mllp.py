@@ -328,3 +328,46 @@ def test_a_second_booking_for_the_same_patient_is_skipped_for_fatigue(app):
     first, second = (row.result[0] for row in wait_processed(app, source, 2))
     assert first["invitation"]["status"] == "scheduled"
     assert (second["outcome"], second["reason"]) == ("event", "fatigue-journey")
+
+
+def test_concurrent_processors_keep_arrival_order_and_process_each_message_once(app):
+    """The listener and the worker's intake job may both be processing stored messages: one
+    message at a time, in arrival order, however many processors there are."""
+    from feedback_service.events.hl7v2 import normalise
+    from feedback_service.events.intake import process_pending, store_messages
+    from tests.conftest import new_phone
+    source, mrn, appointment = uid("mllp"), uid("mrn"), uid("appt")
+    booking = siu(uid("S12"), mrn=mrn, SCH_2=appointment)
+    cancel = siu(uid("S15"), mrn=mrn, SCH_2=appointment, MSH_9="SIU^S15")
+    phones = [new_phone() for _ in range(30)]
+    updates = [fresh_hl7(ADT_A03, control_id=uid("A08"), MSH_9="ADT^A08", PID_3=f"{mrn}^^^MRN^MRN",
+                         PID_13=f"{p}^PRN^CP") for p in phones]
+    texts = [booking, cancel, *updates]
+    with app.app_context():
+        store_messages([(source, "hl7v2", uid("c"), "X", normalise(t)) for t in texts])
+    settings, counts = app.extensions["feedback_intake"], []
+
+    def processor():
+        # Like the listener's loop: a run that finds another processor at work does nothing,
+        # and the next run goes on.
+        done, deadline = 0, time.monotonic() + 30
+        with app.app_context():
+            while any(r.status != "processed" for r in stored(app, source)) and time.monotonic() < deadline:
+                got = process_pending(settings, limit=5)
+                done += got
+                if not got:
+                    time.sleep(0.005)
+        counts.append(done)
+    threads = [threading.Thread(target=processor) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    rows = wait_processed(app, source, len(texts))
+    assert sum(counts) == len(texts)  # each message processed by exactly one of them
+    assert [r.result[0]["outcome"] for r in rows[:2]] == ["event", "cancelled"]
+    assert rows[1].result[0]["invitations_cancelled"] == 1
+    with app.app_context():
+        from feedback_service.patients.models import Patient
+        patient = db.session.scalar(select(Patient).where(Patient.source == source, Patient.external_id == mrn))
+        assert patient.phone == phones[-1]  # the last update wins, as sent

@@ -27,6 +27,7 @@ def upgrade():
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('received_at', sa.DateTime(), nullable=False),
     sa.Column('status', sa.String(length=12), nullable=False),
+    sa.Column('claimed_at', sa.DateTime(), nullable=True),
     sa.Column('processed_at', sa.DateTime(), nullable=True),
     sa.Column('result', sa.JSON(), nullable=True),
     sa.Column('error', sa.String(length=200), nullable=True),
