@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # A processor that has held a message this long died or hung: another may take it.
 PROCESSING_LEASE = timedelta(minutes=2)
 INTAKE_LOCK = 0x46424B49  # PostgreSQL advisory lock key: "FBKI"
+CANCELLED_MARK = "~cancelled:"
 
 
 @dataclass(frozen=True)
@@ -317,7 +318,7 @@ def record_moment(moment: Moment, source: str, settings: IntakeSettings, now, me
 
 def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, message_id: int | None) -> dict:
     if moment.kind == CANCEL:
-        cancelled = cancel_unsent(source, moment.reference)
+        cancelled = cancel_reference(source, moment.reference)
         return {"outcome": "cancelled", "reference": moment.reference, "invitations_cancelled": cancelled}
     consent = settings.mapping.consent
     if settings.mapping.disposition_reason(moment.discharge_disposition) == "deceased":
@@ -426,14 +427,23 @@ def _event_summary(event: Event, invitation=None) -> dict:
     }
 
 
-def cancel_unsent(source: str, reference: str | None) -> int:
-    """Cancel every invitation for that appointment or visit not yet handed to a provider."""
+def cancel_reference(source: str, reference: str | None) -> int:
+    """The hospital cancelled this appointment or visit: cancel every invitation for it not yet
+    handed to a provider (returns how many). Its events are set aside: one still waiting on the
+    mapping is never placed by `events remap`, and a later booking or discharge of the same
+    appointment or visit (re-booked, discharged again) is recorded as a new event, not a duplicate."""
     if not reference:
         return 0
-    events = select(Event.id).where(Event.source == source, Event.reference == reference)
+    events = list(db.session.scalars(select(Event).where(
+        Event.source == source, Event.reference == reference, ~Event.external_id.contains(CANCELLED_MARK))))
+    for event in events:
+        event.external_id = f"{event.external_id[:100]}{CANCELLED_MARK}{event.id}"
+        if event.journey_id is None:
+            event.skip_reason = "cancelled-by-hospital"
+    db.session.flush()
     return db.session.execute(
         update(Invitation).where(
-            Invitation.event_id.in_(events),
+            Invitation.event_id.in_([e.id for e in events]),
             or_(Invitation.status == "scheduled",
                 (Invitation.status == "sending") & Invitation.send_started_at.is_(None)))
         .values(status="cancelled", skip_reason="cancelled-by-hospital", token_hash=None, claimed_by=None),

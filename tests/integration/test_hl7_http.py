@@ -867,3 +867,33 @@ def test_an_unmapped_discharge_is_surveyed_once_the_mapping_has_a_route_for_it(a
     with app.app_context():
         assert len(db.session.get(Event, before["id"]).invitations) == 1
     assert again.exit_code == 0
+
+
+def test_a_cancelled_unmapped_booking_is_not_placed_by_a_later_remap(app, client, feed, new_journey, routes):
+    location = uid("NEWCLINIC").upper()
+    text, ids = booking(location)
+    assert ack_code(post_hl7(client, feed, text)) == "AA"
+    cancel = fresh_hl7(SIU_S12, control_id=uid("S15"), MSH_9="SIU^S15", SCH_2=ids["appointment"],
+                       PID_3=f"{ids['mrn']}^^^HOSP^MR", PV1_3=location)
+    assert ack_code(post_hl7(client, feed, cancel)) == "AA"
+    routes({"match": {"location": [location]}, "journey": new_journey()})
+    assert app.test_cli_runner().invoke(args=["events", "remap"]).exit_code == 0
+    event = only_event(app, feed.source)
+    assert (event["journey"], event["skip_reason"], event["invitations"]) == (None, "cancelled-by-hospital", [])
+
+
+def test_a_discharge_cancelled_then_sent_again_is_surveyed_once_for_the_new_one(app, client, feed, ward):
+    _, location = ward()
+    first, ids = discharge(location, happened=now_utc() - timedelta(days=3))
+    assert ack_code(post_hl7(client, feed, first)) == "AA"
+    a13 = fresh_hl7(ADT_A03, control_id=uid("A13"), MSH_9="ADT^A13", PV1_19=ids["visit"],
+                    PID_3=f"{ids['mrn']}^^^HOSP^MR")
+    assert ack_code(post_hl7(client, feed, a13)) == "AA"
+    again, _ = discharge(location, happened=now_utc() - timedelta(days=2), PV1_19=ids["visit"],
+                         PID_3=f"{ids['mrn']}^^^HOSP^MR")
+    assert ack_code(post_hl7(client, feed, again)) == "AA"
+    old, new = events(app, feed.source)
+    assert [i["status"] for i in old["invitations"]] == ["cancelled"]
+    # The new discharge is an event of its own, surveyed by its rule (the cancelled one does not
+    # count against it for fatigue: it was never sent).
+    assert new["type"] == "discharge" and [i["status"] for i in new["invitations"]] == ["scheduled"]
