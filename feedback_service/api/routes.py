@@ -8,7 +8,7 @@ from datetime import date
 from flask import Response, current_app, g, jsonify, request
 from sqlalchemy import select
 
-from ..events import fhir
+from ..events import fhir, hl7v2
 from ..events.inbound import MessageError
 from ..events.intake import TransactionRefused, receive_fhir, receive_hl7
 from ..events.schemas import parse_events
@@ -111,12 +111,7 @@ def post_fhir():
 @bp.post("/hl7v2")
 @require_api_key
 def post_hl7v2():
-    raw = request.get_data()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")  # older feeds send 8859/1; every byte decodes
-    ack = receive_hl7(text, g.api_key.source, current_app.extensions["feedback_intake"])
+    ack = receive_hl7(hl7v2.decode(request.get_data()), g.api_key.source, current_app.extensions["feedback_intake"])
     # HL7 over HTTP: the ACK is the answer; an AE or AR (the sender's mistake) is also a 400.
-    status = 200 if "\rMSA|AA|" in ack else 400
+    status = 200 if hl7v2.accepted(ack) else 400
     return Response(ack, status=status, mimetype="x-application/hl7-v2+er7")

@@ -280,7 +280,12 @@ def _instant(value, tz: str) -> datetime | None:
         return None
     if isinstance(value, date) and not isinstance(value, datetime):
         value = datetime.combine(value, datetime.min.time())
-    return (value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))).astimezone(timezone.utc)
+    try:
+        if not 1900 <= value.year <= 2200:
+            raise ValueError
+        return (value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))).astimezone(timezone.utc)
+    except (ValueError, OverflowError):
+        raise MessageError(f"{value.isoformat()} is not a date between 1900 and 2200") from None
 
 
 def outcome(issues: list[tuple[str, str, str, str | None]]) -> dict:

@@ -32,10 +32,19 @@ HANDLED = {
 # Production messages only: a training or debugging feed must never reach a real patient.
 PROCESSING_IDS = ("", "P")
 MAX_REPEATS = 20
+MAX_SEGMENTS = 20
 # HL7 DTM: YYYY[MM[DD[HH[MM[SS[.S[S[S[S]]]]]]]]][+/-ZZZZ]; the library reads any leading digits.
 DTM = re.compile(r"^\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,4})?)?)?)?)?)?([+-](?P<oh>\d{2})(?P<om>\d{2}))?$")
 FIELD_NAMES = {"external_id": "SCH-2 or PV1-19", "discharge_disposition": "PV1-36", "id": "PID-3",
                "locale": "PID-15"}
+
+
+def decode(data: bytes) -> str:
+    """The text of a message as received: UTF-8, or ISO 8859-1 from older feeds (every byte decodes)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def normalise(text: str) -> str:
@@ -64,7 +73,17 @@ def parse(text: str) -> Message:
     text = normalise(text)
     if not text.startswith("MSH"):
         raise MessageError("not an HL7 v2 message: it must start with an MSH segment", reject=True)
-    wanted = "\r".join(line for line in text.split("\r") if line[:3] in READ)
+    if "\x00" in text:
+        raise MessageError("the message holds a NUL character, which no HL7 field may")
+    read: dict[str, int] = {}
+    lines = []
+    for line in text.split("\r"):
+        # At most a few of each segment we read: a message of 50,000 AIL segments must not hold
+        # the listener for minutes.
+        if line[:3] in READ and read.get(line[:3], 0) < MAX_SEGMENTS:
+            read[line[:3]] = read.get(line[:3], 0) + 1
+            lines.append(line)
+    wanted = "\r".join(lines)
     try:
         message = Message(text, hl7.parse(wanted))
     except (hl7.ParseException, ValueError, IndexError) as exc:
@@ -146,12 +165,15 @@ def _patient(message: Message, region: str) -> PatientFacts:
     mrn = next((value for value, kind in ids if kind.upper() == "MR"), ids[0][0])
     if len(mrn) > 128:
         raise MessageError("PID-3: the patient identifier is longer than 128 characters")
-    phone, email = _telecom(message, region)
+    # HL7's explicit null ("") in PID-13 deletes the numbers and address we hold.
+    phone, email = ("", "") if _get(message, "PID.F13") == '""' else _telecom(message, region)
     birth = _when(message, "PID.F7.R1.C1", ZoneInfo("UTC"), "PID-7", utc=False)
     birth_date = birth.date() if birth else None  # the date as written, whatever its offset
     deceased = _get(message, "PID.F30").upper() == "Y" or bool(_get(message, "PID.F29.R1.C1"))
-    no_publicity = _has(message, "PD1") and (
-        _get(message, "PD1.F11.R1.C1").upper() == "N" or _get(message, "PD1.F12").upper() == "Y")
+    # Said only where PD1-11 or PD1-12 is sent (an empty field changes nothing, in HL7's terms);
+    # otherwise what an earlier message said stands.
+    publicity, protection = _get(message, "PD1.F11.R1.C1").upper(), _get(message, "PD1.F12").upper()
+    no_publicity = (publicity == "N" or protection == "Y") if publicity or protection else None
     return PatientFacts(
         id=mrn, first_name=_given_name(_get(message, "PID.F5.R1.C2")), phone=phone, email=email,
         locale=locale_tag(_get(message, "PID.F15.R1.C1")), birth_date=birth_date, deceased=deceased,
@@ -203,11 +225,13 @@ def _when(message: Message, key: str, zone: ZoneInfo, name: str | None = None, u
         raise MessageError(f"{name}: {raw!r} is not an HL7 date-time (YYYYMMDD[HHMM[SS]][+/-ZZZZ])")
     try:
         value = hl7.parse_datetime(raw)
-    except ValueError:
-        raise MessageError(f"{name}: {raw!r} is not a valid date") from None
-    value = value if value.tzinfo else value.replace(tzinfo=zone)
-    # UTC from here on: adding 48 hours to a local wall-clock time is wrong across a DST change.
-    return value.astimezone(timezone.utc) if utc else value
+        value = value if value.tzinfo else value.replace(tzinfo=zone)
+        if not 1900 <= value.year <= 2200:
+            raise ValueError
+        # UTC from here on: adding 48 hours to a local wall-clock time is wrong across a DST change.
+        return value.astimezone(timezone.utc) if utc else value
+    except (ValueError, OverflowError):
+        raise MessageError(f"{name}: {raw!r} is not a valid date between 1900 and 2200") from None
 
 
 def _codes(message: Message, places: list[tuple[str, int, int]]) -> list[str]:
@@ -259,6 +283,12 @@ def _first(message: Message, *keys: str) -> str:
     return next((v for v in (_get(message, k) for k in keys) if v), "")
 
 
+def accepted(ack_text: str) -> bool:
+    """Whether an ACK we built says AA (MSA-1), whatever the field separator."""
+    msa = ack_text.split("\r")[1]
+    return msa[4:6] == "AA"
+
+
 def ack(text: str | Message | None, code: str = "AA", reason: str | None = None) -> str:
     """The ACK for a message (or for bytes that were not one): MSA-1 `code`; for AE and AR, the
     reason in MSA-3 and in ERR-8, where engines show it."""
@@ -287,11 +317,12 @@ def ack(text: str | Message | None, code: str = "AA", reason: str | None = None)
 
 def _pad_msh(text: str) -> str:
     head, _, rest = text.partition("\r")
-    fields = head.split("|")
+    separator = head[3]  # MSH-1: usually "|", but any character the sender chose
+    fields = head.split(separator)
     fields += [""] * (12 - len(fields))
     fields[10] = fields[10] or "P"
     fields[11] = fields[11] or "2.5"
-    return "|".join(fields) + ("\r" + rest if rest else "")
+    return separator.join(fields) + ("\r" + rest if rest else "")
 
 
 def _escape(text: str) -> str:

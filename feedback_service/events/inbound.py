@@ -35,12 +35,8 @@ class PatientFacts:
     locale: str | None = None
     birth_date: date | None = None
     deceased: bool = False
-    no_publicity: bool = False
+    no_publicity: bool | None = None  # None: the message does not say (an earlier one may have)
     fhir_id: str | None = None
-    # Set from the mapping file's consent policy when the moment is recorded.
-    consent_sms: bool = False
-    consent_email: bool = False
-    timezone: str | None = None
 
 
 @dataclass

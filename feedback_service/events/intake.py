@@ -20,7 +20,8 @@ from ..scheduling.services import schedule_invitation
 from ..sqltypes import utcnow
 from . import fhir, hl7v2
 from .exclusions import exclusion, hcahps_eligible
-from .inbound import BOOKING, CANCEL, CONTACT_UPDATE, VISIT_END, Codes, MessageError, Moment, PatientFacts
+from .inbound import (BOOKING, CANCEL, CONTACT_UPDATE, EMERGENCY, INPATIENT, VISIT_END, Codes, MessageError, Moment,
+                      PatientFacts)
 from .mapping import Mapping
 from .models import Event, HospitalMessage
 from .services import InvitationOutcome, with_retries
@@ -224,7 +225,7 @@ class TransactionRefused(ValueError):
 
 
 def _fhir_entries(entries: list, source, settings: IntakeSettings, now, row_id, all_or_nothing: bool) -> list[dict]:
-    region, tz = settings.mapping.region, settings.timezone
+    region = settings.mapping.region
     # Patients in this request, by every way an entry may point at them.
     in_request: dict[str, PatientFacts] = {}
     appointments: dict[str, object] = {}
@@ -326,6 +327,10 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
     patient = upsert_from_hospital(source, moment.patient, consent.sms, consent.email)
     if moment.kind == CONTACT_UPDATE:
         return {"outcome": "patient-updated"}
+    # The exclusions read the patient as we know them now, earlier messages included (a birth date
+    # or a no-publicity flag this message left out).
+    facts = moment.patient
+    facts.birth_date, facts.deceased, facts.no_publicity = patient.birth_date, patient.deceased, patient.no_publicity
     existing = db.session.scalar(select(Event).where(Event.source == source,
                                                      Event.external_id == moment.external_id[:128]))
     if existing is not None:
@@ -349,6 +354,10 @@ def _event_type(moment: Moment, route) -> str | None:
     """booking, discharge or follow_up; None for the end of a visit that is neither."""
     if moment.kind == BOOKING:
         return "booking"
+    if moment.patient_class in (INPATIENT, EMERGENCY):
+        # A stay ends in a discharge whatever the route says: the contact window and the HCAHPS
+        # hold must apply to it.
+        return "discharge"
     if route is not None and route.follow_up:
         return "follow_up"
     if moment.discharge:

@@ -17,7 +17,7 @@ import time
 from concurrent.futures import Future
 
 from ..extensions import db
-from .hl7v2 import ack, control_id, message_type, normalise
+from .hl7v2 import ack, control_id, decode, message_type, normalise
 from .inbound import MessageError
 from .intake import check_hl7, process_pending, store_messages
 
@@ -32,13 +32,6 @@ PROCESS_BATCH = 50
 
 def frame(text: str) -> bytes:
     return START + text.encode("utf-8") + END
-
-
-def decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")  # older feeds send ISO 8859-1; every byte decodes
 
 
 class Deframer:
@@ -59,7 +52,8 @@ class Deframer:
             if self.skipping:
                 end = self.buffer.find(END)
                 if end == -1:
-                    self.buffer.clear()
+                    # Keep a trailing 0x1C: its 0x0D may come in the next read.
+                    del self.buffer[:-1 if self.buffer.endswith(END[:1]) else len(self.buffer)]
                     break
                 del self.buffer[:end + len(END)]
                 self.skipping = False
@@ -81,8 +75,8 @@ class Deframer:
             if end == -1:
                 if len(self.buffer) > self.max_bytes:
                     out.append(("too-large", b""))
-                    self.buffer.clear()
                     self.skipping = True
+                    continue  # skipped to its end, which may be in this read or a later one
                 break
             out.append(("message", bytes(self.buffer[1:end])) if end - 1 <= self.max_bytes else ("too-large", b""))
             del self.buffer[:end + len(END)]
@@ -150,6 +144,13 @@ class Listener:
             writer.close()
 
     async def _answer(self, kind: str, body: bytes) -> str:
+        try:
+            return await self._answer_frame(kind, body)
+        except Exception:  # noqa: BLE001  (a bug must cost one message an AR, not the connection)
+            log.exception("MLLP: a message could not be answered")
+            return ack(None, "AR", "the message could not be handled; it was not stored")
+
+    async def _answer_frame(self, kind: str, body: bytes) -> str:
         if kind == "too-large":
             self.counts["rejected"] += 1
             return ack(None, "AR", f"message larger than {self.max_bytes} bytes")
@@ -190,22 +191,31 @@ class Listener:
                         batch.append(self.pending.get_nowait())
                     except queue.Empty:
                         break
-                try:
-                    self.store_waiting.set()
-                    with self.writing:
-                        self.store_waiting.clear()
-                        store_messages([item for item, _ in batch])
-                        self.last_store = time.monotonic()
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("MLLP: %d messages not stored; each sender gets an AR", len(batch))
-                    db.session.rollback()
-                    for _, done in batch:
-                        done.set_exception(exc)
-                    continue
-                self.counts["stored"] += len(batch)
-                for _, done in batch:
-                    done.set_result(True)
+                self._store(batch)
                 self.stored.set()
+
+    def _store(self, batch: list) -> None:
+        """Commit a batch, and answer each sender; if the batch fails, each message is tried on
+        its own, so that one bad message costs only its own sender an AR."""
+        try:
+            self.store_waiting.set()
+            with self.writing:
+                self.store_waiting.clear()
+                store_messages([item for item, _ in batch])
+                self.last_store = time.monotonic()
+        except Exception as exc:  # noqa: BLE001
+            self.store_waiting.clear()
+            db.session.rollback()
+            if len(batch) > 1:
+                for one in batch:
+                    self._store([one])
+                return
+            log.exception("MLLP: a message could not be stored; its sender gets an AR")
+            batch[0][1].set_exception(exc)
+            return
+        self.counts["stored"] += len(batch)
+        for _, done in batch:
+            done.set_result(True)
 
     def _process_loop(self):
         """Turn stored messages into events, oldest first. While senders are busy (a store in the

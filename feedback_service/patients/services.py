@@ -65,8 +65,9 @@ def opt_in(medium: str, address: str) -> bool:
 
 def upsert_from_hospital(source: str, facts, consent_sms: bool, consent_email: bool) -> Patient:
     """Create or update a patient from a hospital message (locked for this transaction). A field the
-    message leaves out keeps what an earlier message said; a recorded death is never undone by an
-    older message arriving late. Consent follows the mapping file's policy for hospital feeds."""
+    message leaves out (None) keeps what an earlier message said, an empty one ("") clears it; a
+    recorded death is never undone by an older message arriving late. Consent follows the mapping
+    file's policy for hospital feeds."""
     patient = db.session.scalar(select(Patient).where(
         Patient.source == source, Patient.external_id == facts.id).with_for_update()
         .execution_options(populate_existing=True))
@@ -76,12 +77,15 @@ def upsert_from_hospital(source: str, facts, consent_sms: bool, consent_email: b
     for name in ("first_name", "phone", "email", "locale", "birth_date", "fhir_id"):
         value = getattr(facts, name)
         if value is not None:
-            setattr(patient, name, value)
+            setattr(patient, name, value or None)  # "" clears (HL7's explicit null)
     patient.deceased = bool(patient.deceased or facts.deceased)
-    patient.no_publicity = facts.no_publicity
+    if facts.no_publicity is not None:
+        patient.no_publicity = facts.no_publicity
     patient.consent_sms, patient.consent_email = consent_sms, consent_email
     return patient
 
 
 def find_by_fhir_id(source: str, fhir_id: str) -> Patient | None:
-    return db.session.scalar(select(Patient).where(Patient.source == source, Patient.fhir_id == fhir_id))
+    # The latest: a Patient first sent without an MRN and later with one is two rows.
+    return db.session.scalar(select(Patient).where(Patient.source == source, Patient.fhir_id == fhir_id)
+                             .order_by(Patient.updated_at.desc(), Patient.id.desc()).limit(1))

@@ -230,7 +230,7 @@ def _send(engine, claim: str, channel: Channel, message: Message, stop: threadin
                     table.c.id == message.invitation_id, table.c.token_hash == claim, table.c.status == "sending",
                     table.c.send_started_at.is_(None),
                     exists().where(patients.c.id == table.c.patient_id, consent.is_(True),
-                                   patients.c.deceased.is_(False)),
+                                   patients.c.deceased.is_(False), patients.c.no_publicity.is_(False)),
                     ~exists().where(opt_outs.c.medium == message.medium,
                                     opt_outs.c.address == normalise_address(message.medium, message.to)))
                 .values(send_started_at=utcnow())).rowcount == 1

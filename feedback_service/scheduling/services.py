@@ -99,6 +99,8 @@ def channel_block(patient, medium: str) -> str | None:
     """Why this patient cannot be reached on this medium now, or None. Checked again at send time."""
     if patient.deceased:  # a death recorded after scheduling (ADT^A08) stops what was planned
         return "deceased"
+    if patient.no_publicity:  # likewise a request not to be contacted
+        return "no-publicity"
     if not patient.consents_to(medium):
         return "no-consent"
     address = patient.address(medium)

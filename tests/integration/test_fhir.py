@@ -724,13 +724,14 @@ def test_an_ambulatory_encounter_on_a_follow_up_route_is_a_follow_up(app, client
     assert event["invitations"][0]["status"] == "scheduled"
 
 
-def test_a_follow_up_route_wins_over_an_inpatient_discharge(app, client, feed, journey_route):
+def test_an_inpatient_discharge_stays_a_discharge_at_a_follow_up_route(app, client, feed, journey_route):
+    """The contact window (and the HCAHPS hold) must not be routed around."""
     _, location = journey_route(follow_up=True)
     p = known_patient(client, feed)
     e = encounter(patient_ref=f"Patient/{p['id']}", klass="IMP", location=location)
     entry_responses(post(client, feed, bundle("batch", e)))
     [event] = events_of(app, feed)
-    assert event["type"] == "follow_up" and event["invitations"][0]["send_by"] is None
+    assert event["type"] == "discharge" and event["invitations"][0]["send_by"] is not None
 
 
 def test_an_unmapped_inpatient_discharge_is_kept_as_unmapped(app, client, feed):

@@ -400,13 +400,28 @@ def test_a_discharge_time_comes_from_pv1_45_then_evn_6_then_evn_2_then_msh_7(app
 
 def test_a_visit_end_at_a_follow_up_route_is_a_follow_up(app, client, feed, ward):
     slug, location = ward(follow_up=True)
-    text, ids = discharge(location)
+    text, ids = discharge(location, PV1_2="O")  # an outpatient visit
     post_hl7(client, feed, text)
     event = only_event(app, feed.source)
     assert (event["type"], event["journey"], event["touchpoint"]) == ("follow_up", slug, "follow-up-visit")
     assert event["reference"] == f"visit:{ids['visit']}"
     [inv] = event["invitations"]
     assert inv["status"] == "scheduled" and inv["send_by"] is None
+
+
+@pytest.mark.parametrize("patient_class", ["I", "E"])
+def test_an_inpatient_or_emergency_stay_is_a_discharge_even_at_a_follow_up_route(app, client, feed, ward,
+                                                                                 patient_class):
+    """The contact window and the HCAHPS hold must not be routed around."""
+    _, location = ward(follow_up=True, journey={"hcahps_sampled": True})
+    text, _ = discharge(location, PV1_2=patient_class)
+    post_hl7(client, feed, text)
+    event = only_event(app, feed.source)
+    assert event["type"] == "discharge"
+    if patient_class == "I":
+        assert (event["hold"], event["skip_reason"]) == ("hcahps-skipped", "hcahps-sampled")
+    else:
+        assert event["invitations"][0]["send_by"] is not None
 
 
 @pytest.mark.parametrize("match, changes", [
@@ -606,7 +621,8 @@ def test_a_death_recorded_by_adt_a08_stops_a_scheduled_survey_at_send_time(app, 
 def test_an_excluded_visit_end_gets_no_invitation(app, client, feed, ward, changes, reason, follow_up):
     """Every end of a visit: a discharge, or a follow-up where the mapping routes it so."""
     slug, location = ward(follow_up=follow_up)
-    text, _ = discharge(location, **changes)
+    # A follow-up is the end of an outpatient visit: an inpatient stay is a discharge wherever routed.
+    text, _ = discharge(location, **changes, **({"PV1_2": "O"} if follow_up else {}))
     post_hl7(client, feed, text)
     event = only_event(app, feed.source)
     assert event["type"] == ("follow_up" if follow_up else "discharge")
@@ -897,3 +913,78 @@ def test_a_discharge_cancelled_then_sent_again_is_surveyed_once_for_the_new_one(
     # The new discharge is an event of its own, surveyed by its rule (the cancelled one does not
     # count against it for fatigue: it was never sent).
     assert new["type"] == "discharge" and [i["status"] for i in new["invitations"]] == ["scheduled"]
+
+
+# ---------------------------------------------------------------------------------------------- review findings
+
+@pytest.mark.parametrize("changes, words", [
+    ({"PID_5": "Doe^Jo\x00hn"}, ("NUL",)),
+    ({"MSH_7": "99991231235959-1400"}, ("MSH-7", "1900")),
+    ({"MSH_7": "00010101000000+1400"}, ("MSH-7", "1900")),
+    ({"PV1_45": "99991231"}, ("PV1-45", "1900")),
+])
+def test_a_nul_or_a_date_off_the_calendar_is_an_ae_not_a_500_nor_a_lost_message(app, client, feed, ward,
+                                                                                 changes, words):
+    _, location = ward()
+    text, _ = discharge(location, **changes)
+    assert_refused(post_hl7(client, feed, text, 400), "AE", *words)
+    assert messages(app, feed.source) == []
+
+
+def test_a_message_with_another_field_separator_gets_its_ack(app, client, feed, ward):
+    _, location = ward()
+    text, _ = discharge(location)
+    hashed = "\r".join(line.replace("|", "#") for line in text.strip("\r").split("\r")) + "\r"
+    ack = post_hl7(client, feed, hashed)
+    assert "MSA#AA#" in ack
+
+
+def test_an_explicit_null_in_pid_13_clears_the_phone_and_email(app, client, feed, ward):
+    _, location = ward()
+    text, ids = discharge(location)
+    post_hl7(client, feed, text)
+    assert patient(app, feed.source, ids["mrn"]).phone == ids["phone"]
+    a08 = fresh_hl7(ADT_A03, control_id=uid("A08"), MSH_9="ADT^A08", PID_3=f"{ids['mrn']}^^^HOSP^MR", PID_13='""')
+    post_hl7(client, feed, a08)
+    p = patient(app, feed.source, ids["mrn"])
+    assert (p.phone, p.email) == (None, None)
+
+
+def test_no_publicity_and_a_birth_date_stand_when_a_later_message_leaves_them_out(app, client, feed, ward):
+    _, location = ward()
+    mrn = uid("mrn")
+    a08 = fresh_hl7(ADT_A03, control_id=uid("A08"), MSH_9="ADT^A08", PID_3=f"{mrn}^^^HOSP^MR", PD1_12="Y")
+    post_hl7(client, feed, a08)
+    text, _ = booking(location, PID_3=f"{mrn}^^^HOSP^MR")  # no PD1 in the booking
+    post_hl7(client, feed, text)
+    [event] = events(app, feed.source)
+    assert (event["skip_reason"], event["invitations"]) == ("no-publicity", [])
+
+    child = uid("mrn")
+    first, _ = booking(location, PID_3=f"{child}^^^HOSP^MR", PID_7="20150101")
+    post_hl7(client, feed, first)
+    second, _ = booking(location, PID_3=f"{child}^^^HOSP^MR", PID_7="")
+    post_hl7(client, feed, second)
+    assert [e["skip_reason"] for e in events(app, feed.source)[1:]] == ["under-minimum-age"] * 2
+
+
+def test_a_patient_asking_for_no_publicity_after_scheduling_is_not_sent_the_survey(app, client, feed, ward):
+    _, location = ward()
+    text, ids = booking(location)
+    post_hl7(client, feed, text)
+    a08 = fresh_hl7(ADT_A03, control_id=uid("A08"), MSH_9="ADT^A08", PID_3=f"{ids['mrn']}^^^HOSP^MR", PD1_11="N")
+    post_hl7(client, feed, a08)
+    assert block(app, feed.source, ids["mrn"]) == "no-publicity"
+
+
+def test_a_message_of_many_segments_is_read_in_bounded_time(app, client, feed, ward):
+    import time as clock
+    _, location = ward()
+    text, _ = booking(location)
+    bloated = text.rstrip("\r") + "\r" + "\r".join(f"AIL|{i}||LOC{i}" for i in range(20000)) + "\r"
+    started = clock.perf_counter()
+    assert ack_code(post_hl7(client, feed, bloated)) == "AA"
+    # Only the first few segments of a kind are read (the whole text is stored).
+    [event] = events(app, feed.source)
+    assert len(event["codes"]["location"]) <= 25
+    assert clock.perf_counter() - started < 30

@@ -75,7 +75,8 @@ def test_the_hapi_discharge_reads_as_an_inpatient_visit_end():
     assert m.occurred_at.tzinfo is timezone.utc  # as every moment time, once read
     assert m.patient.id == "5520255"  # no MR identifier: the first
     assert (m.patient.first_name, m.patient.birth_date) == ("Zzz", date(1983, 8, 24))
-    assert (m.patient.phone, m.patient.email, m.patient.deceased, m.patient.no_publicity) == (None, None, False, False)
+    # No PD1: the message says nothing about publicity (an earlier one may have).
+    assert (m.patient.phone, m.patient.email, m.patient.deceased, m.patient.no_publicity) == (None, None, False, None)
     assert m.codes.as_dict() == {"location": ["6402DH"]}
     assert m.discharge_disposition is None and m.label == "ADT^A03 263206"
 
@@ -335,7 +336,7 @@ def test_death_is_read_from_pid_29_and_30(changes, deceased):
 
 @pytest.mark.parametrize("pd1, no_publicity", [
     ("PD1|||||||||||N", True), ("PD1|||||||||||n", True), ("PD1||||||||||||Y", True),
-    ("PD1|||||||||||Y|N", False), ("PD1|||||||||||F", False), (None, False),
+    ("PD1|||||||||||Y|N", False), ("PD1|||||||||||F", False), (None, None),
 ])
 def test_publicity_is_read_from_pd1_11_and_12(pd1, no_publicity):
     text = sample(ADT_A03).replace("\n", "\r").strip("\r")
@@ -344,8 +345,9 @@ def test_publicity_is_read_from_pd1_11_and_12(pd1, no_publicity):
     assert one(text).patient.no_publicity is no_publicity
 
 
-def test_the_epic_pd1_without_publicity_fields_is_not_no_publicity():
-    assert one(sample(SIU_S12)).patient.no_publicity is False
+def test_the_epic_pd1_without_publicity_fields_says_nothing_about_publicity():
+    # Empty PD1-11 and PD1-12 change nothing: a no-publicity request sent earlier still stands.
+    assert one(sample(SIU_S12)).patient.no_publicity is None
 
 
 def test_an_absent_birth_date_is_unknown_and_a_year_only_one_is_read():

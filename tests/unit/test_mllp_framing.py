@@ -64,3 +64,9 @@ def test_a_message_just_under_the_limit_is_taken():
 
 def test_an_oversized_frame_arriving_in_one_read_is_refused_too():
     assert Deframer(100).feed(START + b"M" * 101 + END + START + MSG + END) == [("too-large", b""), ("message", MSG)]
+
+
+def test_an_oversized_frame_whose_end_block_is_split_between_reads_does_not_swallow_the_next():
+    deframer = Deframer(len(MSG))
+    out = feed_all(deframer, [START + b"x" * (len(MSG) + 20) + b"\x1c", b"\r" + START + MSG + END])
+    assert out == [("too-large", b""), ("message", MSG)]
