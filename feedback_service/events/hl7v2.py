@@ -103,10 +103,11 @@ def message_type(message: Message) -> str:
 
 
 def control_id(message: Message) -> str:
-    """MSH-10 as we key the message by: itself, or a hash of it when it is longer than our columns
-    hold (v2.7 allows 199 characters)."""
-    value = _get(message, "MSH.F10")
-    return value if len(value) <= 64 else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
+    """What we key the message by: MSH-10, which is unique only per sending application and
+    facility (MSH-3, MSH-4), so those too; hashed when longer than our column (v2.7 allows 199
+    characters for MSH-10 alone)."""
+    value = "^".join((_get(message, "MSH.F3.R1.C1"), _get(message, "MSH.F4.R1.C1"), _get(message, "MSH.F10")))
+    return value if len(value) <= 100 else "sha256:" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def moments(message: Message, region: str, tz: str) -> list[Moment]:
@@ -117,7 +118,7 @@ def moments(message: Message, region: str, tz: str) -> list[Moment]:
         return []
     kind, ref_kind = kind_ref
     zone = ZoneInfo(tz)
-    label = f"{message_type(message)} {control_id(message)}"
+    label = f"{message_type(message)} {_get(message, 'MSH.F10')}"
     patient = _patient(message, region)
     if kind == CONTACT_UPDATE:
         return [check(Moment(kind, f"msg:{control_id(message)}", None, patient, label=label), FIELD_NAMES)]

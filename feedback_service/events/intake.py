@@ -52,10 +52,14 @@ class IntakeSettings:
 
 # --- storing ------------------------------------------------------------------------------------
 
-def store_messages(items: list[tuple[str, str, str, str, str]]) -> list[int | None]:
+REUSED_ID = "MSH-10: this control id was already used for a different message from this sender"
+
+
+def store_messages(items: list[tuple[str, str, str, str, str]]) -> list[bool]:
     """Store (source, protocol, control id, type, body) messages in one transaction, committed.
-    Returns their row ids; a message a sender resent (a control id already stored) is stored
-    once, and its id is the first copy's."""
+    For each: True when it is stored (now, or before: a sender resending a message it saw no ACK
+    for), False when its control id was already used for a different body: that one is not
+    stored and must not be acknowledged."""
     table = HospitalMessage.__table__
     now = utcnow()
     rows = [{"source": s, "protocol": p, "control_id": c[:128], "message_type": t[:40], "body": b,
@@ -64,23 +68,20 @@ def store_messages(items: list[tuple[str, str, str, str, str]]) -> list[int | No
         # A connection of its own and Core, not the session and the ORM: this is on the path of
         # every ACK.
         with db.engine.begin() as conn:
-            return [conn.execute(insert(table).values(row).returning(table.c.id)).scalar_one() for row in rows]
+            conn.execute(insert(table), rows)
+        return [True] * len(rows)
     except IntegrityError:
         pass
-    ids = []
-    for row in rows:  # a resend among them (rare): one at a time, each new or the stored copy
-        key = (table.c.source == row["source"], table.c.protocol == row["protocol"],
-               table.c.control_id == row["control_id"])
-        existing = db.session.scalar(select(table.c.id).where(*key))
-        if existing is None:
-            try:
-                existing = db.session.execute(insert(table).values(row).returning(table.c.id)).scalar_one()
-                db.session.commit()
-            except IntegrityError:  # a concurrent copy won
-                db.session.rollback()
-                existing = db.session.scalar(select(table.c.id).where(*key))
-        ids.append(existing)
-    return ids
+    stored = []
+    for row in rows:  # a resend among them (rare): one at a time, each new or compared with the stored one
+        with db.engine.begin() as conn:
+            key = (table.c.source == row["source"], table.c.protocol == row["protocol"],
+                   table.c.control_id == row["control_id"])
+            body = conn.execute(select(table.c.body).where(*key)).scalar()
+            if body is None:
+                conn.execute(insert(table).values(row))  # a concurrent copy winning makes this raise
+            stored.append(body is None or body == row["body"])
+    return stored
 
 
 # --- HL7 v2 -------------------------------------------------------------------------------------
@@ -100,8 +101,10 @@ def receive_hl7(text: str, source: str, settings: IntakeSettings, now=None) -> s
     except MessageError as exc:
         return hl7v2.ack(text, "AR" if exc.reject else "AE", exc.reason)
     if acted_on:
-        store_messages([(source, "hl7v2", hl7v2.control_id(message), hl7v2.message_type(message),
+        [stored] = store_messages([(source, "hl7v2", hl7v2.control_id(message), hl7v2.message_type(message),
                                     hl7v2.normalise(text))])
+        if not stored:
+            return hl7v2.ack(message, "AE", REUSED_ID)
         # Processed here unless another processor is at work (then it takes this one in turn).
         process_pending(settings, limit=100, now=now)
     return hl7v2.ack(message, "AA")
@@ -186,7 +189,10 @@ def receive_fhir(body, source: str, settings: IntakeSettings, now=None) -> tuple
     kind, entries = fhir.read_request(body)
     if kind == "Bundle/transaction" and any(e.errors for e in entries):
         raise TransactionRefused(entries)
-    [row_id] = store_messages([(source, "fhir", uuid.uuid4().hex, kind, json.dumps(body, ensure_ascii=False))])
+    control = uuid.uuid4().hex
+    store_messages([(source, "fhir", control, kind, json.dumps(body, ensure_ascii=False))])
+    row_id = db.session.scalar(select(HospitalMessage.id).where(
+        HospitalMessage.source == source, HospitalMessage.protocol == "fhir", HospitalMessage.control_id == control))
 
     def run():
         row = db.session.get(HospitalMessage, row_id, with_for_update=True)

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 from ..extensions import db
 from .hl7v2 import ack, control_id, decode, message_type, normalise
 from .inbound import MessageError
-from .intake import check_hl7, process_pending, store_messages
+from .intake import REUSED_ID, check_hl7, process_pending, store_messages
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +171,12 @@ class Listener:
         done: Future = Future()
         self.pending.put(((self.source, "hl7v2", control_id(message), message_type(message), normalise(text)), done))
         try:
-            await asyncio.wrap_future(done)
+            stored = await asyncio.wrap_future(done)
         except Exception:  # noqa: BLE001  (the store failed: the sender must keep the message)
             return ack(message, "AR", "the message could not be stored just now; send it again")
+        if not stored:
+            self.counts["rejected"] += 1
+            return ack(message, "AE", REUSED_ID)
         self.counts["acknowledged"] += 1
         return ack(message, "AA")
 
@@ -201,7 +204,7 @@ class Listener:
             self.store_waiting.set()
             with self.writing:
                 self.store_waiting.clear()
-                store_messages([item for item, _ in batch])
+                stored = store_messages([item for item, _ in batch])
                 self.last_store = time.monotonic()
         except Exception as exc:  # noqa: BLE001
             self.store_waiting.clear()
@@ -213,9 +216,9 @@ class Listener:
             log.exception("MLLP: a message could not be stored; its sender gets an AR")
             batch[0][1].set_exception(exc)
             return
-        self.counts["stored"] += len(batch)
-        for _, done in batch:
-            done.set_result(True)
+        self.counts["stored"] += sum(stored)
+        for (_, done), ok in zip(batch, stored):
+            done.set_result(ok)
 
     def _process_loop(self):
         """Turn stored messages into events, oldest first. While senders are busy (a store in the

@@ -164,7 +164,7 @@ def test_the_raw_hapi_discharge_of_2008_is_an_event_outside_the_contact_window(a
     assert ack_code(ack) == "AA" and segments(ack)["MSA"][2] == "263206"
 
     [message] = messages(app, feed.source)
-    assert (message["control_id"], message["type"], message["status"]) == ("263206", "ADT^A03", "processed")
+    assert (message["control_id"], message["type"], message["status"]) == ("IRIS^SANTER^263206", "ADT^A03", "processed")
     event = only_event(app, feed.source)
     # 6402DH is a main-campus ward in the shipped mapping; PV1-45 is the discharge time.
     assert (event["type"], event["journey"], event["touchpoint"]) == ("discharge", "general-care", "discharge-desk")
@@ -212,7 +212,7 @@ def test_the_raw_pointclickcare_discharge_is_unmapped_and_listed_as_such(app, cl
     assert event["codes"] == {"location": ["100", "ABC2PREV0021"]}
     # PV1-45 "200702080406-0500"; no PV1-19, so the message is its own reference.
     assert event["occurred_at"] == datetime(2007, 2, 8, 9, 6, tzinfo=timezone.utc)
-    assert event["reference"] is None and event["external_id"] == "A03:msg:110A35A09B785"
+    assert event["reference"] is None and event["external_id"] == "A03:msg:SNDAPPL^snd_fac^110A35A09B785"
 
     result = app.test_cli_runner().invoke(args=["events", "unmapped", "--json"])
     assert result.exit_code == 0, result.output
@@ -473,7 +473,7 @@ def test_a_resend_with_the_same_control_id_is_stored_once_and_processed_once(app
     assert ack_code(first) == ack_code(second) == "AA"
     assert segments(second)["MSA"][2] == ids["control_id"]
     [message] = messages(app, feed.source)
-    assert message["control_id"] == ids["control_id"] and len(message["result"]) == 1
+    assert message["control_id"] == f"^^{ids['control_id']}" and len(message["result"]) == 1
     event = only_event(app, feed.source)
     assert len(event["invitations"]) == 1
 
@@ -988,3 +988,16 @@ def test_a_message_of_many_segments_is_read_in_bounded_time(app, client, feed, w
     [event] = events(app, feed.source)
     assert len(event["codes"]["location"]) <= 25
     assert clock.perf_counter() - started < 30
+
+
+def test_a_control_id_is_unique_per_sending_application_and_a_reused_one_is_refused(app, client, feed, ward):
+    _, location = ward()
+    cadence, _ = booking(location, control_id="1001", MSH_3="CADENCE")
+    adt, _ = booking(location, control_id="1001", MSH_3="ADT")
+    assert ack_code(post_hl7(client, feed, cadence)) == "AA"
+    assert ack_code(post_hl7(client, feed, adt)) == "AA"  # another application's 1001
+    assert len(events(app, feed.source)) == 2
+    reused, _ = booking(location, control_id="1001", MSH_3="CADENCE")  # another patient, same id
+    assert_refused(post_hl7(client, feed, reused, 400), "AE", "MSH-10", "different message")
+    assert ack_code(post_hl7(client, feed, cadence)) == "AA"  # a true resend is still fine
+    assert len(events(app, feed.source)) == 2

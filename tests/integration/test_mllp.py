@@ -115,7 +115,7 @@ def test_the_ack_comes_only_after_the_message_is_committed(app):
         # Read at once, from another connection: the row is there the moment the ACK is.
         rows = stored(app, source)
     assert ack_code(answer) == "AA"
-    assert [r.control_id for r in rows] == [control]
+    assert [r.control_id for r in rows] == [f"^^{control}"]  # MSH-3^MSH-4^MSH-10 (the sample has no MSH-3/4)
     assert f"MSA|AA|{control}" in answer
 
 
@@ -132,7 +132,7 @@ def test_garbage_gets_a_nak_and_the_next_good_message_still_goes_through(app):
     assert ack_code(framed) == "AR" and "MSH" in ack_text(framed)
     assert ack_code(no_patient) == "AE" and "PID" in ack_text(no_patient)
     assert ack_code(after) == "AA" and good in after
-    assert [r.control_id for r in wait_processed(app, source, 1)] == [good]
+    assert [r.control_id for r in wait_processed(app, source, 1)] == [f"^^{good}"]
 
 
 def test_a_message_cut_into_many_small_writes_is_read_whole(app):
@@ -371,3 +371,13 @@ def test_concurrent_processors_keep_arrival_order_and_process_each_message_once(
         from feedback_service.patients.models import Patient
         patient = db.session.scalar(select(Patient).where(Patient.source == source, Patient.external_id == mrn))
         assert patient.phone == phones[-1]  # the last update wins, as sent
+
+
+def test_a_control_id_reused_for_another_message_gets_an_ae_over_mllp(app):
+    source, control = uid("mllp"), uid("S12")
+    with listening(app, source) as listener, MllpClient(listener.port) as client:
+        first = client.exchange(siu(control))
+        other = client.exchange(siu(control))  # another patient and appointment, same MSH-10
+    assert ack_code(first) == "AA"
+    assert ack_code(other) == "AE" and "MSH-10" in ack_text(other)
+    assert len(wait_processed(app, source, 1)) == 1

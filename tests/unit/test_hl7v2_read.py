@@ -48,11 +48,12 @@ def fields(ack: str, seg: str) -> list[str]:
 # ---------------------------------------------------------------------------------------------- the samples as sent
 
 @pytest.mark.parametrize("name, type_, control", [
-    (ADT_A03, "ADT^A03", "263206"),
-    (SIU_S12, "SIU^S12", "521"),
-    (PCC_A03, "ADT^A03", "110A35A09B785"),
+    (ADT_A03, "ADT^A03", "IRIS^SANTER^263206"),
+    (SIU_S12, "SIU^S12", "^^521"),
+    (PCC_A03, "ADT^A03", "SNDAPPL^snd_fac^110A35A09B785"),
 ])
 def test_each_sample_parses_with_its_type_and_control_id(name, type_, control):
+    """Keyed by MSH-10 within its sending application and facility (MSH-3, MSH-4)."""
     message = hl7v2.parse(sample(name))
     assert (hl7v2.message_type(message), hl7v2.control_id(message)) == (type_, control)
 
@@ -96,7 +97,7 @@ def test_the_epic_booking_reads_as_a_booking_of_its_appointment():
 def test_the_pointclickcare_discharge_keeps_its_offset_and_has_no_visit_number():
     m = one(sample(PCC_A03))
     assert m.occurred_at == datetime(2007, 2, 8, 9, 6, tzinfo=timezone.utc)  # "200702080406-0500"
-    assert m.reference is None and m.external_id == "A03:msg:110A35A09B785"
+    assert m.reference is None and m.external_id == "A03:msg:SNDAPPL^snd_fac^110A35A09B785"
     assert m.patient_class is None  # PV1-2 "N" is no class we know
     assert m.codes.location == ["100", "ABC2PREV0021"]  # point of care and facility
     assert (m.patient.id, m.patient.first_name, m.patient.phone) == ("99269", "Ailsa", "+19378432794")
@@ -221,7 +222,7 @@ def test_an_adt_a13_cancels_its_visit():
 
 def test_an_adt_a08_is_a_contact_update_of_its_patient():
     m = one(edited(ADT_A03, MSH_9="ADT^A08", PID_15="SPA"))
-    assert (m.kind, m.external_id, m.occurred_at, m.reference) == (CONTACT_UPDATE, "msg:263206", None, None)
+    assert (m.kind, m.external_id, m.occurred_at, m.reference) == (CONTACT_UPDATE, "msg:IRIS^SANTER^263206", None, None)
     assert m.patient.id == "5520255" and m.patient.locale == "es"
 
 
@@ -229,7 +230,7 @@ def test_a_booking_reference_is_sch_2_else_sch_1():
     assert one(edited(SIU_S12, SCH_1="PLACER")).reference == "appointment:60014711"
     assert one(edited(SIU_S12, SCH_1="PLACER", SCH_2="")).reference == "appointment:PLACER"
     m = one(edited(SIU_S12, SCH_1="", SCH_2=""))
-    assert m.reference is None and m.external_id == "S12:msg:521"
+    assert m.reference is None and m.external_id == "S12:msg:^^521"
 
 
 def test_a_booking_happens_when_it_was_sent_whatever_pv1_45_says():
