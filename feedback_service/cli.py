@@ -200,7 +200,7 @@ def mllp(port, host, source):
     config = current_app.config
     click.echo(f"MLLP listening on {host or config['FEEDBACK_MLLP_HOST']}:{port}", err=True)
     run(current_app._get_current_object(), host or config["FEEDBACK_MLLP_HOST"], port,
-        source or config["FEEDBACK_MLLP_SOURCE"], config["FEEDBACK_MLLP_MAX_MESSAGE_BYTES"])
+        source or config["FEEDBACK_MLLP_SOURCE"])
 
 
 @click.group("jobs")

@@ -9,6 +9,7 @@ Bytes that are no message get an AR, a message with bad content an AE; the conne
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import queue
 import sys
@@ -86,8 +87,10 @@ class Deframer:
 class Listener:
     """The listener, its storing thread and its processing thread, for one app."""
 
-    def __init__(self, app, source: str, max_bytes: int):
+    def __init__(self, app, source: str, max_bytes: int, allowed: str = ""):
         self.app = app
+        # A bad entry stops start-up (ValueError names it).
+        self.allowed = [ipaddress.ip_network(a.strip(), strict=False) for a in allowed.split(",") if a.strip()]
         self.source = source
         self.max_bytes = max_bytes
         self.settings = app.extensions["feedback_intake"]
@@ -123,6 +126,10 @@ class Listener:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         peer = writer.get_extra_info("peername")
+        if self.allowed and not (peer and any(ipaddress.ip_address(peer[0]) in net for net in self.allowed)):
+            log.warning("MLLP connection from %s refused: not in FEEDBACK_MLLP_ALLOWED_CLIENTS", peer[0] if peer else "?")
+            writer.close()
+            return
         log.info("MLLP connection from %s", peer[0] if peer else "?")
         deframer = Deframer(self.max_bytes)
         try:
@@ -258,11 +265,12 @@ class Listener:
         log.info("MLLP stopped: %s", ", ".join(f"{n} {what}" for what, n in self.counts.items()))
 
 
-def run(app, host: str, port: int, source: str, max_bytes: int) -> None:
+def run(app, host: str, port: int, source: str) -> None:
     """Serve until SIGINT or SIGTERM; what was acknowledged is stored, and processed before exit."""
     import signal
 
-    listener = Listener(app, source, max_bytes)
+    config = app.config
+    listener = Listener(app, source, config["FEEDBACK_MLLP_MAX_MESSAGE_BYTES"], config["FEEDBACK_MLLP_ALLOWED_CLIENTS"])
     # The network thread must get the interpreter back quickly from the processing thread: a
     # sender waits for each ACK.
     sys.setswitchinterval(0.0005)

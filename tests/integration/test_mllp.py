@@ -22,9 +22,9 @@ ADULT = "19800101"
 
 
 @contextmanager
-def listening(app, source: str, max_bytes: int = 1 << 20):
+def listening(app, source: str, max_bytes: int = 1 << 20, allowed: str = ""):
     """A listener on a free port in a thread of its own, stopped (and drained) on exit."""
-    listener = Listener(app, source, max_bytes)
+    listener = Listener(app, source, max_bytes, allowed)
     ready, handles = threading.Event(), {}
 
     def run():
@@ -381,3 +381,16 @@ def test_a_control_id_reused_for_another_message_gets_an_ae_over_mllp(app):
     assert ack_code(first) == "AA"
     assert ack_code(other) == "AE" and "MSH-10" in ack_text(other)
     assert len(wait_processed(app, source, 1)) == 1
+
+
+@pytest.mark.parametrize("allowed, served", [("10.0.0.0/8, 192.168.1.7", False), ("10.0.0.0/8, 127.0.0.1", True),
+                                             ("127.0.0.0/8", True)])
+def test_only_allowed_clients_are_served(app, allowed, served):
+    source = uid("mllp")
+    with listening(app, source, allowed=allowed) as listener, MllpClient(listener.port) as client:
+        if served:
+            assert ack_code(client.exchange(siu(uid("S12")))) == "AA"
+        else:
+            with pytest.raises(ConnectionError):  # closed at once: the send or the read fails
+                client.exchange(siu(uid("S12")))
+    assert len(stored(app, source)) == (1 if served else 0)
