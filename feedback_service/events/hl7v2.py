@@ -163,9 +163,7 @@ def _patient(message: Message, region: str) -> PatientFacts:
     ids = [(value, kind) for value, kind in ids if value]
     if not ids:
         raise MessageError("PID-3: the patient identifier is missing")
-    mrn = next((value for value, kind in ids if kind.upper() == "MR"), ids[0][0])
-    if len(mrn) > 128:
-        raise MessageError("PID-3: the patient identifier is longer than 128 characters")
+    mrn = next((value for value, kind in ids if kind.upper() == "MR"), ids[0][0])  # its length: check()
     # HL7's explicit null ("") in PID-13 deletes the numbers and address we hold.
     phone, email = ("", "") if _get(message, "PID.F13") == '""' else _telecom(message, region)
     birth = _when(message, "PID.F7.R1.C1", ZoneInfo("UTC"), "PID-7", utc=False)
