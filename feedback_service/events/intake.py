@@ -8,7 +8,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import insert, or_, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from ..extensions import db
@@ -150,8 +150,13 @@ def _claim_next(now) -> tuple[int, object] | None:
     table = HospitalMessage.__table__
     stale = now - PROCESSING_LEASE
     mine = (table.c.protocol == "hl7v2")
-    oldest = select(table.c.id).where(mine, or_(table.c.status == "received", and_(
-        table.c.status == "processing", table.c.claimed_at <= stale))).order_by(table.c.id).limit(1)
+    # The oldest waiting one, and the oldest one a dead processor left: each an indexed look-up of
+    # one row (status, id), never a walk over the backlog or the processed history.
+    waiting = select(table.c.id).where(mine, table.c.status == "received").order_by(table.c.id).limit(1).subquery()
+    left = select(table.c.id).where(mine, table.c.status == "processing", table.c.claimed_at <= stale) \
+        .order_by(table.c.id).limit(1).subquery()
+    either = union_all(select(waiting.c.id), select(left.c.id)).subquery()
+    oldest = select(either.c.id).order_by(either.c.id).limit(1)
     busy = select(table.c.id).where(mine, table.c.status == "processing", table.c.claimed_at > stale)
     with db.engine.begin() as conn:
         if conn.dialect.name == "postgresql":

@@ -122,7 +122,8 @@ class Listener:
                 await server.serve_forever()
             else:
                 await stop.wait()
-        self.stop()
+        # No new connections; those open are still answered while the backlog is drained.
+        await asyncio.get_running_loop().run_in_executor(None, self.stop)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         peer = writer.get_extra_info("peername")
