@@ -194,10 +194,12 @@ def receive_fhir(body, source: str, settings: IntakeSettings, now=None) -> tuple
     kind, entries = fhir.read_request(body)
     if kind == "Bundle/transaction" and any(e.errors for e in entries):
         raise TransactionRefused(entries)
-    control = uuid.uuid4().hex
-    store_messages([(source, "fhir", control, kind, json.dumps(body, ensure_ascii=False))])
-    row_id = db.session.scalar(select(HospitalMessage.id).where(
-        HospitalMessage.source == source, HospitalMessage.protocol == "fhir", HospitalMessage.control_id == control))
+    # Kept before it is acted on, so that a request that fails midway is still on record.
+    row = HospitalMessage(source=source, protocol="fhir", control_id=uuid.uuid4().hex, message_type=kind,
+                          body=json.dumps(body, ensure_ascii=False))
+    db.session.add(row)
+    db.session.commit()
+    row_id = row.id
 
     def run():
         row = db.session.get(HospitalMessage, row_id, with_for_update=True)
@@ -209,8 +211,7 @@ def receive_fhir(body, source: str, settings: IntakeSettings, now=None) -> tuple
         return kind, with_retries(run)
     except TransactionRefused as exc:
         db.session.rollback()
-        _close(row_id, None, "refused", [{"outcome": "error", "errors": [{"path": p, "message": m}
-                                                                         for e in exc.entries for p, m in e.errors]}])
+        _close(row_id, None, "refused", [_error_result([pm for e in exc.entries for pm in e.errors])])
         raise
     except Exception as exc:
         db.session.rollback()
@@ -257,7 +258,7 @@ def _fhir_entries(entries: list, source, settings: IntakeSettings, now, row_id, 
     for e in entries:
         base = {"index": e.index, "resource": e.label}
         if e.errors:
-            results.append({**base, "outcome": "error", "errors": [{"path": p, "message": m} for p, m in e.errors]})
+            results.append({**base, **_error_result(e.errors)})
             continue
         if e.resource_type not in fhir.ACTED_ON:
             results.append({**base, "outcome": "ignored", "reason": "not-an-event-resource",
@@ -268,7 +269,7 @@ def _fhir_entries(entries: list, source, settings: IntakeSettings, now, row_id, 
         except MessageError as exc:
             if all_or_nothing:
                 raise TransactionRefused([_failed(e, exc.reason)]) from None
-            results.append({**base, "outcome": "error", "errors": [{"path": e.resource_type, "message": exc.reason}]})
+            results.append({**base, **_error_result([(e.resource_type, exc.reason)])})
             continue
         if moment is None:
             results.append({**base, "outcome": "ignored", "reason": "not-a-journey-moment",
@@ -276,6 +277,10 @@ def _fhir_entries(entries: list, source, settings: IntakeSettings, now, row_id, 
             continue
         results.append({**base, **record_moment(moment, source, settings, now, row_id)})
     return results
+
+
+def _error_result(problems: list[tuple[str, str]]) -> dict:
+    return {"outcome": "error", "errors": [{"path": path, "message": message} for path, message in problems]}
 
 
 def _failed(entry, reason):
@@ -342,8 +347,7 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
     # or a no-publicity flag this message left out).
     facts = moment.patient
     facts.birth_date, facts.deceased, facts.no_publicity = patient.birth_date, patient.deceased, patient.no_publicity
-    existing = db.session.scalar(select(Event).where(Event.source == source,
-                                                     Event.external_id == moment.external_id[:128]))
+    existing = db.session.scalar(select(Event).where(Event.source == source, Event.external_id == moment.external_id))
     if existing is not None:
         return {"outcome": "duplicate", **_event_summary(existing)}
 
@@ -352,7 +356,7 @@ def _record_moment(moment: Moment, source: str, settings: IntakeSettings, now, m
     if event_type is None:
         return {"outcome": "ignored", "reason": "not-a-follow-up",
                 "detail": "the end of a visit that the mapping does not make a follow-up"}
-    event = Event(source=source, external_id=moment.external_id[:128], type=event_type,
+    event = Event(source=source, external_id=moment.external_id, type=event_type,
                   occurred_at=moment.occurred_at, patient=patient, reference=moment.reference,
                   codes=moment.codes.as_dict() or None, patient_class=moment.patient_class,
                   discharge_disposition=moment.discharge_disposition, message_id=message_id)
@@ -442,7 +446,7 @@ def _event_summary(event: Event, invitation=None) -> dict:
         "journey": event.journey.slug if event.journey else None,
         "touchpoint": event.touchpoint.slug if event.touchpoint else None,
         "hold": event.hold,
-        "invitation": json.loads(json.dumps(asdict(InvitationOutcome.of(invitation)))) if invitation else None,
+        "invitation": asdict(InvitationOutcome.of(invitation)) if invitation else None,
         "reason": invitation.skip_reason if invitation is not None else event.skip_reason,
     }
 

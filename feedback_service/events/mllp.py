@@ -1,7 +1,7 @@
 """The MLLP listener (`feedback-service mllp`): HL7 v2 over TCP, framed 0x0B ... 0x1C 0x0D.
 
-Each connection reads its frames in order and answers each one before the next. A message we act
-on is stored, committed, and only then acknowledged (MSA|AA); storing is done by one thread that
+Each connection answers its frames in the order they came (those of one read are stored together).
+A message we act on is stored, committed, and only then acknowledged (MSA|AA); storing is done by one thread that
 commits whatever all connections have waiting in one transaction, so ten senders cost about what
 one does. Turning stored messages into events is done by a second thread, in arrival order.
 Bytes that are no message get an AR, a message with bad content an AE; the connection stays up.
