@@ -139,6 +139,7 @@ def _import_models() -> None:
     from .responses import models as _r  # noqa: F401
     from .rollups import models as _ro  # noqa: F401
     from .scheduling import models as _s  # noqa: F401
+    from .staff import models as _st  # noqa: F401
 
 
 def configure_logging(level: str = "INFO") -> None:

@@ -13,13 +13,13 @@ from .models import ApiKey
 KEY_PREFIX = "fbk_"
 
 
-def create_api_key(name: str, source: str | None = None) -> tuple[ApiKey, str]:
+def create_api_key(name: str, source: str | None = None, commit: bool = True) -> tuple[ApiKey, str]:
     """Store a new key under `name` for a source system (default: the name); returns (row, the key
-    itself, which is never stored)."""
+    itself, which is never stored). commit=False flushes only, for a caller that audits it."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, source=source or name, key_hash=hash_secret(key), prefix=key[:8])
     db.session.add(row)
-    db.session.commit()
+    db.session.commit() if commit else db.session.flush()
     return row, key
 
 

@@ -26,6 +26,8 @@ class Journey(db.Model):
     # surveys must not bias it, so eligible discharges are held (see TriggerRule.hcahps).
     hcahps_sampled: Mapped[bool] = mapped_column(default=False)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
+    # Retired: no new invitations, hidden from the editors; its history stays reportable.
+    retired_at = mapped_column(UTCDateTime, nullable=True)
 
     stages: Mapped[list["Stage"]] = relationship(
         back_populates="journey", order_by="Stage.position", cascade="all, delete-orphan"
@@ -54,6 +56,7 @@ class Stage(db.Model):
     slug: Mapped[str] = mapped_column(db.String(80))
     name: Mapped[str] = mapped_column(db.String(200))
     position: Mapped[int]
+    retired_at = mapped_column(UTCDateTime, nullable=True)
 
     journey: Mapped[Journey] = relationship(back_populates="stages")
     touchpoints: Mapped[list["Touchpoint"]] = relationship(
@@ -74,6 +77,7 @@ class Touchpoint(db.Model):
     name: Mapped[str] = mapped_column(db.String(200))
     kind: Mapped[str] = mapped_column(db.String(20))
     position: Mapped[int]
+    retired_at = mapped_column(UTCDateTime, nullable=True)
 
     stage: Mapped[Stage] = relationship(back_populates="touchpoints")
 
@@ -85,6 +89,10 @@ class QuestionSet(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
     key: Mapped[str] = mapped_column(db.String(80))
+    # The workspace's working copy: edited freely, never asked; publishing turns it into the next
+    # immutable version and clears it.
+    draft: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    draft_updated_at = mapped_column(UTCDateTime, nullable=True)
 
     stage: Mapped[Stage] = relationship()
     versions: Mapped[list["QuestionSetVersion"]] = relationship(
@@ -136,6 +144,13 @@ class TriggerRule(db.Model):
     fatigue_days: Mapped[int | None] = mapped_column(nullable=True)  # None: the setting
     active: Mapped[bool] = mapped_column(default=True)
     hcahps: Mapped[str] = mapped_column(db.String(10), default="skip")  # one of HCAHPS_HOLDS
+    # One reminder this many hours after the invitation went out, if still unanswered; None: none.
+    reminder_hours: Mapped[int | None] = mapped_column(nullable=True)
+    # The rule's own sending hours ("09:00"-"19:00"), inside the service-wide window; None: that.
+    window_start: Mapped[str | None] = mapped_column(db.String(5), nullable=True)
+    window_end: Mapped[str | None] = mapped_column(db.String(5), nullable=True)
+    # Location, department, appointment-type or service-type codes this rule never surveys.
+    exclude_codes: Mapped[list] = mapped_column(JSON, default=list)
 
     journey: Mapped[Journey] = relationship(back_populates="rules")
     question_set: Mapped[QuestionSet] = relationship()

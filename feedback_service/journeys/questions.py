@@ -13,7 +13,8 @@ KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 RESERVED_KEYS = frozenset(n for n in dir(wtforms.Form) if not n.startswith("_")) | {
     "meta", "form_errors", "csrf_token", "submit", "hidden_tag", "is_submitted", "validate_on_submit", "recaptcha"}
 # One question is a text survey: asked in the SMS itself, answered by replying.
-MIN_QUESTIONS, MAX_QUESTIONS = 1, 5
+# The editor advises 5 or fewer (journeys.guidance); past 10 a survey is no longer short at all.
+MIN_QUESTIONS, MAX_QUESTIONS = 1, 10
 MAX_TEXT_ANSWER = 2000
 
 # type -> (lowest, highest, default better end); None where the type has no numeric scale.

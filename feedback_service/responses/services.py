@@ -1,7 +1,7 @@
 """Recording a patient's answers against the invitation's journey, stage, touchpoint and version."""
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from ..extensions import db
 from ..journeys.questions import MAX_TEXT_ANSWER, score_answer
@@ -27,7 +27,10 @@ def find_invitation(token: str) -> Invitation | None:
     """The invitation a survey-link token was sent for, in whatever state."""
     if not looks_like_token(token):
         return None
-    return db.session.scalar(select(Invitation).where(Invitation.token_hash == hash_secret(token)))
+    digest = hash_secret(token)
+    # The reminder carries a link of its own; both open the same survey.
+    return db.session.scalar(select(Invitation).where(
+        or_(Invitation.token_hash == digest, Invitation.reminder_token_hash == digest)))
 
 
 # "unknown": a worker died mid-send, so the message may well have reached the patient.

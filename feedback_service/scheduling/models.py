@@ -66,6 +66,13 @@ class Invitation(db.Model):
     # The one polite "please reply with a number" a text survey gets.
     reply_prompted_at = mapped_column(UTCDateTime, nullable=True)
     expires_at = mapped_column(UTCDateTime, nullable=True)
+    # The rule's one reminder, if unanswered (due reminder_hours after sent_at): reminder_status is
+    # sending, sent, skipped (reminder_reason), failed, or unknown (a worker died mid-send: never
+    # resent). It carries a link of its own (hash below), so both links open the same survey.
+    reminder_status: Mapped[str | None] = mapped_column(db.String(12), nullable=True)
+    reminder_reason: Mapped[str | None] = mapped_column(db.String(40), nullable=True)
+    reminder_token_hash: Mapped[str | None] = mapped_column(db.String(64), unique=True, nullable=True)
+    reminded_at = mapped_column(UTCDateTime, nullable=True)
     opened_at = mapped_column(UTCDateTime, nullable=True)
     answered_at = mapped_column(UTCDateTime, nullable=True)
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)

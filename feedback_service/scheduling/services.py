@@ -1,7 +1,7 @@
 """Trigger rules: turn a journey event into one invitation row, scheduled or skipped with a reason."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import time, timedelta
 
 from sqlalchemy import or_, select, union_all
 
@@ -24,6 +24,10 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
     to the contact window after discharge; `hold_until` (HCAHPS) holds it past that instead."""
     if rule is None or not rule.active:
         return None, "no-rule"
+    if event.journey.retired_at is not None or rule.stage.retired_at is not None:
+        return None, "retired"
+    if rule.exclude_codes and excluded_by_rule(event.codes, rule.exclude_codes):
+        return None, "excluded-by-rule"
     version = rule.question_set.current
     if version is None:
         return None, "no-published-question-set"
@@ -35,7 +39,7 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
         send_by = event.occurred_at + policy.discharge_latest
     if hold_until is not None:
         due, send_by = max(due, hold_until), None
-    send_at = next_send_time(due, tz, policy.window_start, policy.window_end)
+    send_at = next_send_time(due, tz, *rule_window(rule, policy))
     fatigue = timedelta(days=rule.fatigue_days if rule.fatigue_days is not None else policy.fatigue_days)
     channel, reason = None, None
     if send_by is not None and max(send_at, now) > send_by:
@@ -59,6 +63,23 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
     )
     db.session.add(invitation)
     return invitation, reason
+
+
+def rule_window(rule: TriggerRule, policy: SendPolicy) -> tuple[time, time]:
+    """The rule's sending hours, kept inside the service-wide window (the legal calling hours)."""
+    if rule.window_start is None:
+        return policy.window_start, policy.window_end
+    start = max(time.fromisoformat(rule.window_start), policy.window_start)
+    end = min(time.fromisoformat(rule.window_end), policy.window_end)
+    # Rules are checked against the window when saved; a window narrowed since then is honoured.
+    return (start, end) if start < end else (policy.window_start, policy.window_end)
+
+
+def excluded_by_rule(codes: dict | None, excluded: list[str]) -> bool:
+    """Whether any code an event carries (location, department, appointment or service type) is
+    one the rule excludes."""
+    carried = {c for values in (codes or {}).values() for c in (values if isinstance(values, list) else [values])}
+    return bool(carried & set(excluded))
 
 
 def fail_over(invitation: Invitation, now) -> Invitation | None:

@@ -166,9 +166,9 @@ ERROR_CASES = [
     # set key and question count
     ("set key upper-case", _set(["key"], "Booking"), "key", "slug"),
     ("set key missing", _delete(["key"]), "key", "slug"),
-    ("no questions", lambda d: d.update(questions=[]), "questions", "1 to 5"),
-    ("six questions", _extra_questions(2), "questions", "1 to 5"),
-    ("questions not a list", _set(["questions"], {"a": 1}), "questions", "1 to 5"),
+    ("no questions", lambda d: d.update(questions=[]), "questions", "1 to 10"),
+    ("eleven questions", _extra_questions(7), "questions", "1 to 10"),
+    ("questions not a list", _set(["questions"], {"a": 1}), "questions", "1 to 10"),
     ("question not a mapping", _set(["questions", 3], "comment"), "questions[3]", "mapping"),
     # question keys
     ("key upper-case", _set(["questions", 1, "key"], "Overall"), "questions[1].key", "lower-case"),

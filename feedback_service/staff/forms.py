@@ -1,0 +1,43 @@
+"""Staff forms (Flask-WTF: every one carries a CSRF token)."""
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms.validators import DataRequired, Email, Length, Optional
+
+from .models import ROLES
+from .services import MIN_PASSWORD_LENGTH
+
+ROLE_CHOICES = [(r, r.capitalize()) for r in ROLES]
+
+
+class LoginForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)],
+                       render_kw={"autocomplete": "username"})
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=200)],
+                             render_kw={"autocomplete": "current-password"})
+
+
+class NewUserForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Email(check_deliverability=False), Length(max=254)])
+    role = SelectField("Role", choices=ROLE_CHOICES)
+    password = PasswordField(f"Initial password (at least {MIN_PASSWORD_LENGTH} characters)",
+                             validators=[DataRequired(), Length(min=MIN_PASSWORD_LENGTH, max=200)],
+                             render_kw={"autocomplete": "new-password"})
+
+
+class EditUserForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)
+    active = BooleanField("Account active")
+    password = PasswordField("New password (leave empty to keep)",
+                             validators=[Optional(), Length(min=MIN_PASSWORD_LENGTH, max=200)],
+                             render_kw={"autocomplete": "new-password"})
+
+
+class NewApiKeyForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=80)])
+    source = StringField("Source system (default: the name)", validators=[Optional(), Length(max=80)])
+
+
+class ConfirmForm(FlaskForm):
+    """A bare POST button (revoke, sign out): the CSRF token is the whole form."""
