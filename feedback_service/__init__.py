@@ -5,6 +5,7 @@ import logging
 import os
 import secrets
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, jsonify, request
@@ -51,6 +52,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     csrf.init_app(app)
     _import_models()
+    from .staff.auth import login_manager
+    login_manager.init_app(app)
+    app.config["REMEMBER_COOKIE_HTTPONLY"] = True
+    app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
+    app.config["REMEMBER_COOKIE_SAMESITE"] = "Lax"
+    # Staff sessions end after a working day without use.
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["FEEDBACK_STAFF_SESSION_HOURS"])
 
     from .channels import registry
     registry.init_app(app)
@@ -61,7 +69,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .responses.routes import bp as survey_bp
     from .responses.routes import unsubscribe_bp
     from .webhooks import bp as webhooks_bp
+    from .staff.routes import bp as staff_bp
     from .webhooks import init_app as init_webhooks
+    from .workspace.routes import bp as workspace_bp
     init_webhooks(app)
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
     # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
@@ -70,7 +80,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Providers sign their posts (checked in each view); one-click unsubscribe carries no cookie.
     csrf.exempt(webhooks_bp)
     csrf.exempt(unsubscribe_bp)
-    for blueprint in (api_bp, survey_bp, unsubscribe_bp, webhooks_bp):
+    for blueprint in (api_bp, survey_bp, unsubscribe_bp, webhooks_bp, staff_bp, workspace_bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")

@@ -33,7 +33,7 @@ main.add_command(routes_command)
 
 def register_cli(app) -> None:
     """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
-    for command in (init, api_key, jobs_group, invitations_group, events_group, mllp, worker, run_command, demo):
+    for command in (init, user_group, api_key, jobs_group, invitations_group, events_group, mllp, worker, run_command, demo):
         app.cli.add_command(command)
 
 
@@ -56,6 +56,32 @@ def init():
     db.session.commit()
     click.echo(f"schema up to date; {summary['journeys']} journeys loaded from {root}, "
                f"{summary['published']} question-set versions published")
+
+
+@click.group("user")
+def user_group():
+    """Manage staff accounts (the first admin; admins manage the rest in the workspace)."""
+
+
+@user_group.command("create")
+@click.argument("email")
+@click.option("--role", required=True, type=click.Choice(["admin", "designer", "manager"]))
+@click.option("--password", help="The password [default: asked for, without echo].")
+@with_appcontext
+def user_create(email, role, password):
+    """Create a staff account that signs in at /login."""
+    from .extensions import db
+    from .staff.services import StaffError, create_user
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        user = create_user(email, role, password)
+    except StaffError as exc:
+        db.session.rollback()
+        raise click.ClickException("; ".join(f"{k}: {v}" for k, v in exc.errors.items()))
+    db.session.commit()
+    click.echo(f"created {user.role} {user.email}; sign in at /login")
 
 
 @click.group("api-key")

@@ -15,6 +15,8 @@ from .rules import WEEK, SendPolicy, next_send_time, within_sms_limits
 # Invitations that mean the patient was, or is about to be, asked (sent ones count even
 # after their link expired).
 PENDING = ("scheduled", "sending", "unknown")
+# Reminders that went out, or may have, and so count against the text limits.
+REMINDER_TEXTS = ("sending", "sent", "unknown")
 
 
 def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now,
@@ -170,18 +172,26 @@ def texts_planned(phone: str, around, now) -> list:
     return [t for t in times if around - WEEK < t < around + WEEK]
 
 
-def text_history(invitation: Invitation) -> tuple[list, bool]:
+def text_history(invitation: Invitation, reminder: bool = False) -> tuple[list, bool]:
     """When texts to this invitation's number went out, or are going out ahead of it, and whether
     the number ever had (or may have had) a text from us. Rows claimed earlier (by any worker)
     count, rows claimed after it do not, so two workers holding texts to one number do not both
-    send, nor both wait."""
+    send, nor both wait. Reminders count as texts too. For this invitation's own `reminder`,
+    claimed only after this check, every text counts, the invitation's own included."""
     ours = (invitation.claimed_at, invitation.id)
     times, texted_before = [], False
-    for inv_id, status, sent_at, claimed_at, _send_at in db.session.execute(
-            _texts_sent_to(invitation.sent_to).where(Invitation.id != invitation.id)):
+    query = _texts_sent_to(invitation.sent_to)
+    if not reminder:
+        query = query.where(Invitation.id != invitation.id)
+    for inv_id, status, sent_at, claimed_at, _send_at in db.session.execute(query):
         texted_before = texted_before or sent_at is not None or status == "unknown"
         if sent_at is not None:
             times.append(sent_at)
-        elif status in ("sending", "unknown") and (claimed_at, inv_id) < ours:
+        elif status in ("sending", "unknown") and (reminder or (claimed_at, inv_id) < ours):
             times.append(claimed_at)
+    # A reminder is checked against the limits before it is claimed, and never waits once claimed,
+    # so counting every one, whenever claimed, can only hold back the other text, never both.
+    times += db.session.scalars(select(Invitation.reminded_at).where(
+        Invitation.channel == "sms", Invitation.sent_to == invitation.sent_to,
+        Invitation.reminder_status.in_(REMINDER_TEXTS)))
     return [t for t in times if t > invitation.claimed_at - WEEK], texted_before

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +44,7 @@ def login():
         user = authenticate(form.email.data, form.password.data)
         if user is not None:
             db.session.commit()
+            session.permanent = True  # so that FEEDBACK_STAFF_SESSION_HOURS bounds it
             login_user(user)
             return redirect(_safe_next(request.args.get("next")) or home_for(user))
         db.session.rollback()

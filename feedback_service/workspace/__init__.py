@@ -1,0 +1,1 @@
+"""The experience team's workspace (designers) and the managers' read-only scores page."""
