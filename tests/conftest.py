@@ -315,3 +315,32 @@ def invitation_row(app, inv_id: int):
         inv = db.session.get(Invitation, inv_id)
         db.session.expunge(inv)
         return inv
+
+
+STAFF_PASSWORD = "a long enough password"
+
+
+def staff_user(app, role: str) -> str:
+    """A new staff account of this role, created through the CLI like a first admin; its email."""
+    email = f"{uid(role)}@staff.test"
+    result = app.test_cli_runner().invoke(args=["user", "create", email, "--role", role, "--password", STAFF_PASSWORD])
+    assert result.exit_code == 0, result.output
+    return email
+
+
+def sign_in(client, email: str, password: str = STAFF_PASSWORD):
+    """Sign a test client in through the real /login form (CSRF token and all)."""
+    page = client.get("/login")
+    return client.post("/login", data={"csrf_token": csrf_of(page.text), "email": email, "password": password})
+
+
+@pytest.fixture
+def staff(app):
+    """staff("designer") -> a test client signed in as a new account with that role (.email set)."""
+    def make(role: str):
+        client = app.test_client()
+        client.email = staff_user(app, role)
+        response = sign_in(client, client.email)
+        assert response.status_code == 302, response.text
+        return client
+    return make

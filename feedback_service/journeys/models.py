@@ -1,7 +1,7 @@
 """Journeys, their ordered stages and touchpoints, versioned question sets and trigger rules."""
 from __future__ import annotations
 
-from sqlalchemy import JSON, ForeignKey, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, UniqueConstraint, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
@@ -125,6 +125,14 @@ class QuestionSetVersion(db.Model):
     @property
     def questions(self) -> list[dict]:
         return self.content["questions"]
+
+
+@event.listens_for(QuestionSetVersion, "before_update")
+def _versions_are_immutable(_mapper, _connection, version: QuestionSetVersion) -> None:
+    # Responses point at the version they answered: changing one would rewrite what was asked.
+    changed = [attr.key for attr in db.inspect(version).attrs if attr.history.has_changes()]
+    if set(changed) - {"question_set"}:
+        raise ValueError(f"question-set version {version.id} is published and cannot change ({', '.join(changed)})")
 
 
 class TriggerRule(db.Model):

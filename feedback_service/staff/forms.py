@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectChoice, SelectField, StringField
 from wtforms.validators import DataRequired, Email, Length, Optional
 
 from .models import ROLES
 from .services import MIN_PASSWORD_LENGTH
 
-ROLE_CHOICES = [(r, r.capitalize()) for r in ROLES]
+ROLE_CHOICES = [SelectChoice(r, r.capitalize()) for r in ROLES]
 
 
 class LoginForm(FlaskForm):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
-from wtforms import (BooleanField, DateTimeLocalField, EmailField, FloatField, IntegerField, SelectField,
-                     StringField, TelField, TextAreaField)
+from wtforms import (BooleanField, DateTimeLocalField, EmailField, FloatField, IntegerField, SelectChoice,
+                     SelectField, StringField, TelField, TextAreaField)
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
 
 from ..channels.base import MEDIA
@@ -15,7 +15,8 @@ SLUG = [DataRequired(), Length(max=80),
         Regexp(r"^[a-z][a-z0-9-]*$", message="lower-case letters, digits and dashes, starting with a letter")]
 NAME = [DataRequired(), Length(max=200)]
 HHMM = [Optional(), Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message="a time as HH:MM")]
-MEDIUM_CHOICES = [(m, {"sms": "Text message (SMS)", "email": "Email"}[m]) for m in MEDIA]
+MEDIUM_CHOICES = [SelectChoice(m, {"sms": "Text message (SMS)", "email": "Email"}[m]) for m in MEDIA]
+KIND_CHOICES = [SelectChoice(k, k.capitalize()) for k in TOUCHPOINT_KINDS]
 EVENT_LABELS = {"booking": "Booking", "discharge": "Discharge", "follow_up": "Follow-up"}
 
 
@@ -40,13 +41,12 @@ class StageForm(FlaskForm):
 class TouchpointForm(FlaskForm):
     slug = StringField("Short name", validators=SLUG)
     name = StringField("Touchpoint name", validators=NAME)
-    kind = SelectField("Kind", choices=[(k, k.capitalize()) for k in TOUCHPOINT_KINDS])
+    kind = SelectField("Kind", choices=KIND_CHOICES)
 
 
 class RenameForm(FlaskForm):
     name = StringField("Name", validators=NAME)
-    kind = SelectField("Kind", choices=[("", "(unchanged)")] + [(k, k.capitalize()) for k in TOUCHPOINT_KINDS],
-                       validators=[Optional()])
+    kind = SelectField("Kind", choices=[SelectChoice("", "(unchanged)")] + KIND_CHOICES, validators=[Optional()])
 
 
 class QuestionSetForm(FlaskForm):
@@ -61,7 +61,7 @@ class RuleForm(FlaskForm):
                                                                          NumberRange(min=0, max=24 * 365)])
     first_channel = SelectField("Send by", choices=MEDIUM_CHOICES)
     second_channel = SelectField("If that is not possible, then by",
-                                 choices=[("", "(nothing else)")] + MEDIUM_CHOICES, validators=[Optional()])
+                                 choices=[SelectChoice("", "(nothing else)")] + MEDIUM_CHOICES, validators=[Optional()])
     reminder_hours = IntegerField("One reminder, if unanswered, after (hours; empty: none)",
                                   validators=[Optional(), NumberRange(min=1, max=24 * 30)])
     link_ttl_days = IntegerField("Link works for (days; empty: the service default)",
@@ -74,7 +74,7 @@ class RuleForm(FlaskForm):
     exclude_codes = TextAreaField("Never survey events with these codes (location, department, appointment "
                                   "or service type; one per line)", validators=[Optional(), Length(max=4000)])
     hcahps = SelectField("For HCAHPS-sampled inpatient discharges",
-                         choices=[(h, {"skip": "Do not survey", "delay": "Survey after the HCAHPS window"}[h])
+                         choices=[SelectChoice(h, {"skip": "Do not survey", "delay": "Survey after the HCAHPS window"}[h])
                                   for h in HCAHPS_HOLDS])
     active = BooleanField("Rule is on", default=True)
 
@@ -97,4 +97,5 @@ class ImportForm(FlaskForm):
 
 
 def event_choices() -> list[tuple[str, str]]:
+    """(event type, label) pairs for the journey page's rule table."""
     return [(e, EVENT_LABELS[e]) for e in EVENT_TYPES]

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms import SelectChoice
 
 from ..config import public_url
 from ..extensions import db
@@ -82,7 +83,7 @@ def journey(slug: str):
     settings = JourneySettingsForm(prefix="settings", obj=None if request.method == "POST" else j,
                                    data=None if request.method == "POST" else {"locales": " ".join(j.locales)})
     stage_form, qs_form = StageForm(prefix="stage"), QuestionSetForm(prefix="qs")
-    qs_form.stage.choices = [(s.id, s.name) for s in j.stages if s.retired_at is None]
+    qs_form.stage.choices = [SelectChoice(s.id, s.name) for s in j.stages if s.retired_at is None]
     status = 200
     submitted = request.form.get("form")
     try:
@@ -281,11 +282,12 @@ def _rule_form(j: Journey, rule) -> RuleForm:
                 "exclude_codes": "\n".join(d["exclude_codes"])}
     form = RuleForm(prefix="rule", data=data)
     live = [s for s in j.stages if s.retired_at is None]
-    form.question_set.choices = [(qs.key, f"{qs.key} ({s.name}{'' if qs.current else ', not yet published'})")
-                                 for s in live for qs in db.session.scalars(
-                                     select(QuestionSet).where(QuestionSet.stage_id == s.id).order_by(QuestionSet.key))]
-    form.touchpoint.choices = {s.name: [(t.slug, t.name) for t in s.touchpoints if t.retired_at is None]
-                               for s in live}
+    form.question_set.choices = [
+        SelectChoice(qs.key, f"{qs.key} ({s.name}{'' if qs.current else ', not yet published'})")
+        for s in live for qs in db.session.scalars(
+            select(QuestionSet).where(QuestionSet.stage_id == s.id).order_by(QuestionSet.key))]
+    form.touchpoint.choices = [SelectChoice(t.slug, t.name, optgroup=s.name)
+                               for s in live for t in s.touchpoints if t.retired_at is None]
     return form
 
 
