@@ -6,6 +6,7 @@ import logging
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 from flask import current_app
@@ -33,7 +34,7 @@ main.add_command(routes_command)
 
 def register_cli(app) -> None:
     """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
-    for command in (init, user_group, api_key, jobs_group, invitations_group, events_group, mllp, worker, run_command, demo):
+    for command in (init, surveys_group, user_group, api_key, jobs_group, invitations_group, events_group, mllp, worker, run_command, demo):
         app.cli.add_command(command)
 
 
@@ -56,6 +57,49 @@ def init():
     db.session.commit()
     click.echo(f"schema up to date; {summary['journeys']} journeys loaded from {root}, "
                f"{summary['published']} question-set versions published")
+
+
+@click.group("surveys")
+def surveys_group():
+    """The question-set library as YAML files: journeys, question sets, translations and rules."""
+
+
+@surveys_group.command("import")
+@click.argument("directory", metavar="DIR", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@with_appcontext
+def surveys_import(directory):
+    """Load DIR (journey folders, as in surveys/): all of it, or nothing if any file is refused."""
+    from .extensions import db
+    from .journeys.library import LibraryError
+    from .journeys.yaml_io import import_library
+
+    try:
+        summary = import_library(directory)
+    except LibraryError as exc:
+        db.session.rollback()
+        for error in exc.errors:
+            click.echo(error, err=True)
+        raise click.ClickException(f"{len(exc.errors)} errors in {directory}; nothing imported")
+    db.session.commit()
+    click.echo(f"{summary['journeys']} journeys imported from {directory}, "
+               f"{summary['published']} question-set versions published")
+
+
+@surveys_group.command("export")
+@click.argument("directory", metavar="DIR", type=click.Path(file_okay=False, path_type=Path))
+@with_appcontext
+def surveys_export(directory):
+    """Write every journey and its published question sets to DIR, replacing it whole: DIR must be
+    new, empty, or an earlier export. Drafts stay in the workspace."""
+    from .journeys.library import LibraryError
+    from .journeys.yaml_io import export_library
+
+    try:
+        written = export_library(directory)
+    except LibraryError as exc:
+        raise click.ClickException("\n".join(exc.errors))
+    for path in written:
+        click.echo(str(path))
 
 
 @click.group("user")
@@ -295,7 +339,7 @@ def run_command(host, port, with_worker):
 @with_appcontext
 def demo(patients):
     """Seed the demo journey with realistic simulated events and answers."""
-    from .demo import DemoRefused, seed_demo
+    from .demo import DemoRefused, demo_staff, seed_demo
 
     try:
         summary = seed_demo(patients=patients)
@@ -305,4 +349,6 @@ def demo(patients):
         click.echo(f"demo skipped: {exc}", err=True)
         return
     click.echo(json.dumps(summary))
+    for email, password in demo_staff().items():
+        click.echo(f"workspace: sign in at /login as {email} with password {password}", err=True)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import secrets
 from datetime import timedelta
 
 from flask import current_app
@@ -155,3 +156,21 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
         dispatch_log.setLevel(level)
     return {"journey": JOURNEY, "events_recorded": new, "invitations_sent": len(channel.links),
             "responses": answered}
+
+
+DEMO_STAFF = ("admin", "designer", "manager")
+
+
+def demo_staff() -> dict[str, str]:
+    """One demo account per role, created once with a random password; {email: password} of those
+    created now (the password exists only in this answer)."""
+    from .staff.services import create_user, find_user
+    created = {}
+    for role in DEMO_STAFF:
+        email = f"{role}@demo.invalid"
+        if find_user(email) is None:
+            password = secrets.token_urlsafe(12)
+            create_user(email, role, password)
+            created[email] = password
+    db.session.commit()
+    return created

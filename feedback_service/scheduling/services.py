@@ -26,7 +26,9 @@ def schedule_invitation(event, rule: TriggerRule | None, policy: SendPolicy, now
     to the contact window after discharge; `hold_until` (HCAHPS) holds it past that instead."""
     if rule is None or not rule.active:
         return None, "no-rule"
-    if event.journey.retired_at is not None or rule.stage.retired_at is not None:
+    # Retired parts of a journey take no new surveys; their events are kept, with this reason.
+    if any(part is not None and part.retired_at is not None
+           for part in (event.journey, rule.stage, event.touchpoint)):
         return None, "retired"
     if rule.exclude_codes and excluded_by_rule(event.codes, rule.exclude_codes):
         return None, "excluded-by-rule"

@@ -23,6 +23,14 @@ admin = role_required("admin")
 SECRET_MARKERS = ("SECRET", "TOKEN", "KEY", "PASSWORD", "AUTH", "DATABASE_URL")
 
 
+def forbidden(_exc):
+    """A signed-in user on a page of another role: say so, and where their own pages are."""
+    return render_template("staff/forbidden.html"), 403
+
+
+bp.register_error_handler(403, forbidden)
+
+
 def home_for(user) -> str:
     return url_for({"admin": "staff.users", "designer": "workspace.journeys",
                     "manager": "workspace.scores"}[user.role])

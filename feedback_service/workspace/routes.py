@@ -29,6 +29,7 @@ from ..scheduling.rules import SendPolicy
 from ..sqltypes import utcnow
 from ..staff.auth import role_required
 from ..staff.forms import ConfirmForm
+from ..staff.routes import forbidden
 from ..staff.services import record
 from .drafts import apply_action, doc_from_form
 from .forms import (EVENT_LABELS, ImportForm, JourneyForm, JourneySettingsForm, QuestionSetForm, RenameForm,
@@ -36,6 +37,7 @@ from .forms import (EVENT_LABELS, ImportForm, JourneyForm, JourneySettingsForm, 
 from .reports import comments, question_scores
 
 bp = Blueprint("workspace", __name__, url_prefix="/workspace")
+bp.register_error_handler(403, forbidden)
 designer = role_required("designer")
 manager = role_required("manager", "admin")
 MAX_ARCHIVE_BYTES = 2 * 1024 * 1024

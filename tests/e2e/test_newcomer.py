@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from feedback_service import create_app
 from feedback_service.events.models import Event
 from feedback_service.extensions import db
-from tests.conftest import event_body, outbox_lines
+from tests.conftest import csrf_of, event_body, outbox_lines
 from tests.scratch import scratch_database
 
 CLI = str(Path(sys.executable).parent / "feedback-service")
@@ -138,8 +138,17 @@ def test_demo_seeds_reportable_scores_and_is_idempotent(settings, tmp_path):
         assert {s["slug"] for s in shown} == {"booking", "discharge", "follow-up"}
         for stage in shown:
             assert 0 <= stage["satisfaction"]["score"] <= 100 and 0 <= stage["friction"]["score"] <= 100
-        again = json.loads(runner.invoke(args=["demo", "--patients", "150"]).stdout.strip().splitlines()[-1])
-        assert again["events_recorded"] == 0
+        # One workspace account per role, each password printed once; it signs in.
+        accounts = dict(re.findall(r"sign in at /login as (\S+) with password (\S+)", first.stderr))
+        assert sorted(accounts) == ["admin@demo.invalid", "designer@demo.invalid", "manager@demo.invalid"]
+        client = app.test_client()
+        page = client.get("/login")
+        signed_in = client.post("/login", data={"csrf_token": csrf_of(page.text), "email": "manager@demo.invalid",
+                                                "password": accounts["manager@demo.invalid"]})
+        assert signed_in.status_code == 302 and client.get("/workspace/scores").status_code == 200
+        again_run = runner.invoke(args=["demo", "--patients", "150"])
+        again = json.loads(again_run.stdout.strip().splitlines()[-1])
+        assert again["events_recorded"] == 0 and "password" not in again_run.stderr
         with app.app_context():
             db.session.remove()
             db.engine.dispose()
