@@ -54,6 +54,9 @@ def twilio_sms():
 def twilio_status():
     _require_twilio_signature()
     status = request.form.get("MessageStatus", "")
+    if request.args.get("reminder"):
+        # A reminder's delivery is not the invitation's: its invitation already went out.
+        return "", 204
     matched = record_sms_status(request.args.get("invitation", type=int), request.form.get("MessageSid"),
                                 status, request.form.get("ErrorCode"))
     if not matched:

@@ -21,6 +21,9 @@ class Message:
     subject: str | None = None
     html: str | None = None
     unsubscribe_url: str | None = None  # one-click unsubscribe (RFC 8058) for email
+    # The rule's one reminder: providers' reports about it must not change the invitation's
+    # own delivery status (a reminder's bounce is not the invitation's).
+    reminder: bool = False
 
 
 @dataclass(frozen=True)

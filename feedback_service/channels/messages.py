@@ -19,9 +19,11 @@ def _render(name: str, part: str, locale: str, **context) -> str:
     raise TemplateNotFound(f"messages/{name}/{locale}/{part}")
 
 
-def invitation_message(invitation, survey_url: str, unsubscribe_url: str, first_text: bool = False) -> Message:
+def invitation_message(invitation, survey_url: str, unsubscribe_url: str, first_text: bool = False,
+                       reminder: bool = False) -> Message:
     """The survey invitation for one claimed invitation row (its address fixed by the claim), in the
-    patient's language. A one-question survey sent by text asks its question in the text itself."""
+    patient's language. A one-question survey sent by text asks its question in the text itself.
+    `reminder`: the rule's one reminder, to the same address, with a link of its own."""
     patient = invitation.patient
     locale = invitation.locale
     context = {
@@ -33,17 +35,19 @@ def invitation_message(invitation, survey_url: str, unsubscribe_url: str, first_
         "ttl_days": invitation.link_ttl_days,
         "first_text": first_text,
     }
-    name = "survey_invitation"
+    name = "survey_reminder" if reminder else "survey_invitation"
     if invitation.channel == "sms":
-        question = sms_question(invitation.question_set_version.content)
+        # A reminder is the plain link, even for a survey asked in the text: replying still works.
+        question = None if reminder else sms_question(invitation.question_set_version.content)
         if question is not None:
             context["question"] = question_prompt(question, locale)
             name = "sms_question"
         return Message(invitation.id, "sms", invitation.sent_to, _render(name, "sms.txt", locale, **context),
-                       survey_url, locale)
+                       survey_url, locale, reminder=reminder)
     return Message(invitation.id, "email", invitation.sent_to, _render(name, "body.txt", locale, **context),
                    survey_url, locale, subject=_render(name, "subject.txt", locale, **context),
-                   html=_render(name, "body.html", locale, **context), unsubscribe_url=unsubscribe_url)
+                   html=_render(name, "body.html", locale, **context), unsubscribe_url=unsubscribe_url,
+                   reminder=reminder)
 
 
 def question_prompt(question: dict, locale: str) -> dict:

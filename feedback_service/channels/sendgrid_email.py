@@ -41,7 +41,9 @@ class SendGridChannel:
             mail.add_header(Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         # Opaque ids only: these come back on every event-webhook post.
         mail.add_custom_arg(CustomArg("invitation_id", str(message.invitation_id)))
-        mail.add_category(Category("survey-invitation"))
+        if message.reminder:
+            mail.add_custom_arg(CustomArg("reminder", "1"))
+        mail.add_category(Category("survey-reminder" if message.reminder else "survey-invitation"))
         # Click tracking would rewrite the survey link through SendGrid's redirector, putting the
         # token in a third party's logs; opens are tracked by a pixel and are enough. SendGrid's
         # own unsubscribe footer and header would compete with ours.

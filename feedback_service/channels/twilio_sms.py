@@ -40,7 +40,8 @@ class TwilioChannel:
                 to=message.to, body=message.body, **self.sender,
                 # The invitation id rides in the (signed) callback URL, so a status matches its
                 # invitation even before the message's sid is stored, or after a crash lost it.
-                status_callback=f"{self.status_callback}?invitation={message.invitation_id}")
+                status_callback=f"{self.status_callback}?invitation={message.invitation_id}"
+                                + ("&reminder=1" if message.reminder else ""))
         except TwilioRestException as exc:
             raise _error(exc) from None
         except requests.RequestException as exc:

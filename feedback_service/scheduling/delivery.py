@@ -133,6 +133,8 @@ def record_email_events(events: list[dict]) -> int:
         matched += 1
         if kind == "open":
             record_email_opened(invitation)
+        elif item.get("reminder") == "1":
+            continue  # a reminder's delivery is not the invitation's (its opt-outs count, above)
         elif kind in RANK or blocked:
             error = item.get("status")
             record_delivery(invitation, "blocked" if blocked else kind, error if isinstance(error, str) else None)

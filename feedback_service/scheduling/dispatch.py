@@ -391,7 +391,8 @@ def _backoff(attempt: int) -> timedelta:
 def recover_stale(now=None, lease: timedelta = timedelta(minutes=5)) -> int:
     """Settle invitations a worker left in "sending" past their lease: those it never handed to a
     provider go back to the queue; those it did become "unknown" and are not resent blindly.
-    Returns how many were in doubt."""
+    A reminder left "sending" becomes "unknown" too, and is never resent (a courtesy: at most
+    once). Returns how many invitations were in doubt."""
     now = now or utcnow()
     stale = (Invitation.status == "sending", Invitation.claimed_at < now - lease)
     requeued = db.session.execute(
@@ -402,13 +403,18 @@ def recover_stale(now=None, lease: timedelta = timedelta(minutes=5)) -> int:
         update(Invitation).where(*stale, Invitation.send_started_at.is_not(None))
         .values(status="unknown", last_error="worker stopped mid-send; outcome unknown")
     ).rowcount
+    reminders = db.session.execute(
+        update(Invitation).where(Invitation.reminder_status == "sending", Invitation.reminded_at < now - lease)
+        .values(reminder_status="unknown", reminder_reason="worker stopped mid-send")
+    ).rowcount
     # The provider may have told us about some already (a status callback beat the crash).
     for invitation in db.session.scalars(select(Invitation).where(
             Invitation.status == "unknown", Invitation.delivery_status.is_not(None))):
         settle(invitation, now=now)
     db.session.commit()
-    if requeued or doubt:
-        log.warning("recover: %d claims given back, %d invitations in doubt marked unknown", requeued, doubt)
+    if requeued or doubt or reminders:
+        log.warning("recover: %d claims given back, %d invitations and %d reminders in doubt marked unknown",
+                    requeued, doubt, reminders)
     return doubt
 
 
