@@ -23,6 +23,7 @@ class Invitation(db.Model):
         Index("ix_invitations_due_by_channel", "status", "channel", "send_at"),  # each medium claims its own
         Index("ix_invitations_patient_sent", "patient_id", "channel", "send_at"),
         Index("ix_invitations_sent_to", "sent_to", "channel"),
+        Index("ix_invitations_reminder_status", "reminder_status"),  # the few "sending" ones, for recovery
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -51,6 +51,7 @@ def upgrade():
         batch_op.add_column(sa.Column('reminder_token_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('reminded_at', sa.DateTime(), nullable=True))
         batch_op.create_unique_constraint(batch_op.f('uq_invitations_reminder_token_hash'), ['reminder_token_hash'])
+        batch_op.create_index('ix_invitations_reminder_status', ['reminder_status'], unique=False)
 
     with op.batch_alter_table('journeys', schema=None) as batch_op:
         batch_op.add_column(sa.Column('retired_at', sa.DateTime(), nullable=True))
@@ -96,6 +97,7 @@ def downgrade():
         batch_op.drop_column('retired_at')
 
     with op.batch_alter_table('invitations', schema=None) as batch_op:
+        batch_op.drop_index('ix_invitations_reminder_status')
         batch_op.drop_constraint(batch_op.f('uq_invitations_reminder_token_hash'), type_='unique')
         batch_op.drop_column('reminded_at')
         batch_op.drop_column('reminder_token_hash')
