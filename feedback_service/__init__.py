@@ -5,7 +5,6 @@ import logging
 import os
 import secrets
 import threading
-from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask, jsonify, request
@@ -54,11 +53,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     _import_models()
     from .staff.auth import login_manager
     login_manager.init_app(app)
-    app.config["REMEMBER_COOKIE_HTTPONLY"] = True
-    app.config["REMEMBER_COOKIE_SECURE"] = app.config["SESSION_COOKIE_SECURE"]
-    app.config["REMEMBER_COOKIE_SAMESITE"] = "Lax"
-    # Staff sessions end after a working day without use.
-    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=app.config["FEEDBACK_STAFF_SESSION_HOURS"])
+
 
     from .channels import registry
     registry.init_app(app)

@@ -161,15 +161,14 @@ def api_key_revoke(name):
     """Revoke the key named NAME."""
     from sqlalchemy import select
 
+    from .api.keys import revoke_api_key
     from .api.models import ApiKey
     from .extensions import db
-    from .sqltypes import utcnow
 
     row = db.session.scalar(select(ApiKey).where(ApiKey.name == name, ApiKey.revoked_at.is_(None)))
     if row is None:
         raise click.ClickException(f"no live API key named {name!r}")
-    row.revoked_at = utcnow()
-    db.session.commit()
+    revoke_api_key(row)
     click.echo(f"revoked {name}")
 
 
@@ -290,7 +289,7 @@ def jobs_run_once():
 @click.command()
 @with_appcontext
 def worker():
-    """Run the scheduler process (APScheduler): dispatch, recovery and expiry ticks."""
+    """Run the scheduler process (APScheduler): hospital-message intake, recovery, dispatch, reminders and expiry ticks."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     import jobs

@@ -8,19 +8,34 @@ from sqlalchemy import select
 from ..extensions import db
 from ..security import hash_secret
 from ..sqltypes import utcnow
+from ..staff.services import record
 from .models import ApiKey
 
 KEY_PREFIX = "fbk_"
 
 
-def create_api_key(name: str, source: str | None = None, commit: bool = True) -> tuple[ApiKey, str]:
-    """Store a new key under `name` for a source system (default: the name); returns (row, the key
-    itself, which is never stored). commit=False flushes only, for a caller that audits it."""
+def create_api_key(name: str, source: str | None = None, actor=None) -> tuple[ApiKey, str]:
+    """Store a new key under `name` for a source system (default: the name), audited as the staff
+    member `actor` (None: the command line); committed. Returns (row, the key itself, which is
+    never stored)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     row = ApiKey(name=name, source=source or name, key_hash=hash_secret(key), prefix=key[:8])
     db.session.add(row)
-    db.session.commit() if commit else db.session.flush()
+    db.session.flush()
+    record(actor, "api_key.create", f"api_key:{row.name}", None,
+           {"name": row.name, "source": row.source, "prefix": row.prefix})
+    db.session.commit()
     return row, key
+
+
+def revoke_api_key(row: ApiKey, actor=None) -> bool:
+    """Revoke a live key (committed, audited); False if it was revoked already."""
+    if row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    record(actor, "api_key.revoke", f"api_key:{row.name}", {"revoked": False}, {"revoked": True})
+    db.session.commit()
+    return True
 
 
 def authenticate(key: str) -> ApiKey | None:

@@ -3,22 +3,23 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask import Blueprint, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
+from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from ..api.keys import create_api_key
+from ..api import keys as api_keys_service
 from ..api.models import ApiKey
-from ..extensions import db
-from ..sqltypes import utcnow
-from .auth import role_required
+from ..extensions import csrf, db
+from .auth import mark_signed_in, role_required
 from .forms import ConfirmForm, EditUserForm, LoginForm, NewApiKeyForm, NewUserForm
 from .models import StaffUser
-from .services import StaffError, audit_page, authenticate, create_user, record, update_user
+from .services import StaffError, audit_page, authenticate, create_user, end_sessions, update_user
 
 bp = Blueprint("staff", __name__)
 admin = role_required("admin")
+MAX_PAGE = 100_000  # far past any audit log; bigger numbers would overflow the database's integers
 # Settings whose value is a secret or a credential: the settings page names them, never shows them.
 SECRET_MARKERS = ("SECRET", "TOKEN", "KEY", "PASSWORD", "AUTH", "DATABASE_URL")
 
@@ -43,7 +44,15 @@ def _safe_next(target: str | None) -> str | None:
     return None
 
 
+@bp.app_errorhandler(CSRFError)
+def expired(_exc):
+    # Only staff pages meet this (the API, survey pages and webhooks are exempt): a page left open
+    # past the session, or posted from elsewhere.
+    return render_template("staff/expired.html"), 400
+
+
 @bp.route("/login", methods=["GET", "POST"])
+@csrf.exempt  # the form checks its own token, to show the page again with a note
 def login():
     if current_user.is_authenticated:
         return redirect(home_for(current_user))
@@ -52,8 +61,8 @@ def login():
         user = authenticate(form.email.data, form.password.data)
         if user is not None:
             db.session.commit()
-            session.permanent = True  # so that FEEDBACK_STAFF_SESSION_HOURS bounds it
             login_user(user)
+            mark_signed_in()
             return redirect(_safe_next(request.args.get("next")) or home_for(user))
         db.session.rollback()
         form.password.errors.append("That email and password do not match an active account.")
@@ -64,6 +73,9 @@ def login():
 @login_required
 def logout():
     if ConfirmForm().validate_on_submit():
+        # Everywhere: a copy of this session's cookie (a shared workstation) must not outlive it.
+        end_sessions(current_user)
+        db.session.commit()
         logout_user()
     return redirect(url_for("staff.login"))
 
@@ -111,11 +123,8 @@ def api_keys():
     form, new_key = NewApiKeyForm(), None
     if form.validate_on_submit():
         try:
-            row, new_key = create_api_key(form.name.data.strip(), (form.source.data or "").strip() or None,
-                                          commit=False)
-            record(current_user, "api_key.create", f"api_key:{row.name}", None,
-                   {"name": row.name, "source": row.source, "prefix": row.prefix})
-            db.session.commit()
+            _, new_key = api_keys_service.create_api_key(
+                form.name.data.strip(), (form.source.data or "").strip() or None, actor=current_user)
         except IntegrityError:
             db.session.rollback()
             form.name.errors.append("a key with this name exists")
@@ -128,10 +137,7 @@ def api_keys():
 @admin
 def revoke_api_key(key_id: int):
     key = db.session.get(ApiKey, key_id) or abort(404)
-    if ConfirmForm().validate_on_submit() and key.revoked_at is None:
-        key.revoked_at = utcnow()
-        record(current_user, "api_key.revoke", f"api_key:{key.name}", {"revoked": False}, {"revoked": True})
-        db.session.commit()
+    if ConfirmForm().validate_on_submit() and api_keys_service.revoke_api_key(key, actor=current_user):
         flash(f"Key {key.name} revoked.")
     return redirect(url_for("staff.api_keys"))
 
@@ -150,7 +156,7 @@ def settings():
 @bp.get("/admin/audit")
 @admin
 def audit():
-    page = max(request.args.get("page", 1, type=int), 1)
+    page = min(max(request.args.get("page", 1, type=int), 1), MAX_PAGE)
     action, actor = request.args.get("action", "").strip(), request.args.get("actor", "").strip()
     entries, total = audit_page(page, action=action, actor=actor)
     return render_template("staff/audit.html", entries=entries, total=total, page=page, per_page=50,

@@ -1,6 +1,8 @@
 """Staff accounts and the audit log as plain functions (the CLI, the admin pages and tests use them)."""
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -13,6 +15,10 @@ MIN_PASSWORD_LENGTH = 12
 PASSWORD_METHOD = "scrypt"
 # Checked against when the email is unknown, so a wrong email takes as long as a wrong password.
 _DUMMY_HASH = generate_password_hash("not-a-password-of-anyone", method=PASSWORD_METHOD)
+
+
+# Local part, @, a domain with a dot: the CLI's check (the admin form also asks email-validator).
+_EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 
 
 class StaffError(ValueError):
@@ -29,7 +35,7 @@ def normalise_email(email: str) -> str:
 
 def _check(email: str | None, role: str | None, password: str | None) -> dict[str, str]:
     errors = {}
-    if email is not None and ("@" not in email or len(email) > 254 or " " in email.strip()):
+    if email is not None and (len(email) > 254 or not _EMAIL_RE.fullmatch(email)):
         errors["email"] = "must be an email address"
     if role is not None and role not in ROLES:
         errors["role"] = f"must be one of {', '.join(ROLES)}"
@@ -73,8 +79,13 @@ def update_user(user: StaffUser, actor: StaffUser | None, role: str | None = Non
         user.password_hash = generate_password_hash(password, method=PASSWORD_METHOD)
     after = describe_user(user)
     if after != before or password:
-        user.session_epoch += 1  # sessions opened under the old role or password end
+        end_sessions(user)  # sessions opened under the old role or password end
         record(actor, "user.update", f"user:{user.email}", before, {**after, **({"password": "changed"} if password else {})})
+
+
+def end_sessions(user: StaffUser) -> None:
+    """Sign the account out everywhere: sessions carry the epoch they were opened under."""
+    user.session_epoch += 1
 
 
 def authenticate(email: str, password: str) -> StaffUser | None:
@@ -104,7 +115,7 @@ def audit_page(page: int, per_page: int = 50, action: str = "", actor: str = "")
     """Newest first, optionally filtered by action prefix or actor; (entries, total)."""
     query = select(AuditEntry)
     if action:
-        query = query.where(AuditEntry.action.startswith(action))
+        query = query.where(AuditEntry.action.startswith(action, autoescape=True))
     if actor:
         query = query.where(AuditEntry.actor == normalise_email(actor))
     total = db.session.scalar(select(func.count()).select_from(query.subquery()))

@@ -413,7 +413,8 @@ def scores():
     chosen = next((j for j in journeys if j.slug == request.args.get("journey")), None) or (
         next((j for j in journeys if j.is_default), None) or (journeys[0] if journeys else None))
     min_n = current_app.config["FEEDBACK_MIN_REPORTING_N"]
-    since = date.today() - timedelta(days=request.args.get("days", 90, type=int) or 90)
+    days = min(max(request.args.get("days", 90, type=int), 1), 3660)
+    since = date.today() - timedelta(days=days)
     data = journey_scores(chosen, since, None, min_n) if chosen else None
     return render_template("workspace/scores.html", journeys=journeys, journey=chosen, data=data, since=since,
                            questions=question_scores(chosen, since, min_n) if chosen else [],
