@@ -172,15 +172,14 @@ def blank_set(key: str, stage: Stage, locales: list[str]) -> dict:
 
 
 def blank_question(qtype: str, n: int, locales: list[str]) -> dict:
-    q = {"key": f"question_{n}", "type": qtype, "text": {loc: "" for loc in locales}}
+    q = {"key": f"question_{n}", "type": qtype, "text": {loc: "" for loc in locales},
+         "required": qtype != "text"}  # as in the YAML library: closed questions need an answer
     if qtype in ("rating", "effort", "nps"):
         q.update(measure="satisfaction", better="high", anchors={loc: ["", ""] for loc in locales})
     elif qtype == "yes_no":
         q.update(measure="friction", better="yes")
     elif qtype == "single_choice":
         q["options"] = [{"value": f"option_{i}", "label": {loc: "" for loc in locales}} for i in (1, 2)]
-    else:
-        q["required"] = False
     return q
 
 
@@ -264,6 +263,9 @@ def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | Non
     qs = next((q for st in journey.stages for q in _sets_of(st) if q.key == fields.get("question_set")), None)
     if qs is None:
         errors["question_set"] = "a question set of this journey"
+    elif qs.current is None:
+        # Events would be skipped ("no-published-question-set") without anyone noticing.
+        errors["question_set"] = "publish this question set first"
     elif qs.stage.touchpoint(fields.get("touchpoint") or "") is None:
         errors["touchpoint"] = f"a touchpoint of stage {qs.stage.name}"
     elif qs.stage.touchpoint(fields["touchpoint"]).retired_at is not None:
@@ -310,7 +312,8 @@ def save_rule(actor, journey: Journey, fields: dict, allowed: tuple[time, time] 
     if rule is None:
         rule = TriggerRule(event_type=fields["event"])
         journey.rules.append(rule)
-    apply_rule(rule, journey, fields)
+    with db.session.no_autoflush:  # a new rule is incomplete until apply_rule has filled it in
+        apply_rule(rule, journey, fields)
     db.session.flush()
     after = describe_rule(rule)
     if after != before:

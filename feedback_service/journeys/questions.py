@@ -103,12 +103,16 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
                 errors[f"{path}.better"] = "must be high or low (which end of the scale is better)"
             out["better"] = better
             anchors = q.get("anchors")
+            if _all_blank(anchors):
+                anchors = None  # the editor's empty label boxes: no labels
             if anchors is not None:
                 out["anchors"] = {}
                 for loc in locales:
                     pair = anchors.get(loc) if isinstance(anchors, dict) else None
                     if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(a, str) for a in pair)):
                         errors[f"{path}.anchors.{loc}"] = "must be [lowest label, highest label]"
+                    elif not all(a.strip() for a in pair):
+                        errors[f"{path}.anchors.{loc}"] = f"missing translation for {loc}"
                     else:
                         out["anchors"][loc] = pair
         elif qtype == "yes_no":
@@ -158,6 +162,12 @@ def validate_question_set(doc: dict, locales: list[str]) -> dict:
     if errors:
         raise QuestionSetError(errors)
     return canonical
+
+
+def _all_blank(anchors) -> bool:
+    return isinstance(anchors, dict) and bool(anchors) and all(
+        isinstance(pair, list) and all(isinstance(a, str) and not a.strip() for a in pair)
+        for pair in anchors.values())
 
 
 def choices(question: dict, locale: str) -> list[tuple[str, str]]:

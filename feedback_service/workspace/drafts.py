@@ -32,6 +32,7 @@ def doc_from_form(form, doc: dict, locales: list[str]) -> dict:
             q["measure"] = form[p + "measure"]
         if qtype in SCALES:
             q["better"] = form.get(p + "better") or "high"
+            # Optional (all empty: none); once given in one language, publishing asks for all.
             q["anchors"] = {loc: [_text(form, f"{p}low-{loc}"), _text(form, f"{p}high-{loc}")] for loc in locales}
         elif qtype == "yes_no":
             q["better"] = form.get(p + "better") if form.get(p + "better") in ("yes", "no") else "yes"

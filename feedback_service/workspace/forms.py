@@ -6,7 +6,7 @@ from flask_wtf import FlaskForm
 from flask_wtf.file import FileAllowed, FileField, FileRequired
 from wtforms import (BooleanField, DateTimeLocalField, EmailField, FloatField, IntegerField, SelectChoice,
                      SelectField, StringField, TelField, TextAreaField)
-from wtforms.validators import DataRequired, Length, NumberRange, Optional, Regexp
+from wtforms.validators import DataRequired, InputRequired, Length, NumberRange, Optional, Regexp
 
 from ..channels.base import MEDIA
 from ..journeys.models import EVENT_TYPES, HCAHPS_HOLDS, TOUCHPOINT_KINDS
@@ -57,7 +57,7 @@ class QuestionSetForm(FlaskForm):
 class RuleForm(FlaskForm):
     question_set = SelectField("Question set (its stage is surveyed)")
     touchpoint = SelectField("Touchpoint, when the event names none")
-    delay_hours = FloatField("Wait after the event (hours)", validators=[DataRequired(message="required"),
+    delay_hours = FloatField("Wait after the event (hours)", validators=[InputRequired(message="required"),
                                                                          NumberRange(min=0, max=24 * 365)])
     first_channel = SelectField("Send by", choices=MEDIUM_CHOICES)
     second_channel = SelectField("If that is not possible, then by",

@@ -69,7 +69,7 @@ def journeys():
             journey = editing.create_journey(current_user, form.slug.data, form.name.data,
                                              editing.parse_locales(form.locales.data))
             db.session.commit()
-            flash(f"Journey {journey.name} created. Add its stages next.")
+            flash(f"Journey {journey.name} created. Add its stages and touchpoints next.")
             return redirect(url_for("workspace.journey", slug=journey.slug))
         except EditError as exc:
             db.session.rollback()
