@@ -3,6 +3,7 @@ an audit entry to the same transaction. Callers commit (or roll back on EditErro
 from __future__ import annotations
 
 import copy
+import re
 from datetime import time
 
 from sqlalchemy import select
@@ -185,8 +186,10 @@ def blank_question(qtype: str, n: int, locales: list[str]) -> dict:
 
 def create_question_set(actor, stage: Stage, key: str) -> QuestionSet:
     taken = {qs.key for st in stage.journey.stages for qs in _sets_of(st)}
-    errors = _slug_errors(key, taken)
-    _require({"key": errors["slug"]} if errors else {})
+    errors = {"key": e for e in _slug_errors(key, taken).values()}
+    if stage.retired_at is not None:
+        errors["stage"] = "this stage is retired"
+    _require(errors)
     qs = QuestionSet(stage=stage, key=key, draft=blank_set(key, stage, stage.journey.locales),
                      draft_updated_at=utcnow())
     db.session.add(qs)
@@ -254,9 +257,14 @@ def describe_rule(rule: TriggerRule) -> dict:
             "exclude_codes": list(rule.exclude_codes or []), "hcahps": rule.hcahps, "active": rule.active}
 
 
-def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | None = None) -> dict[str, str]:
+HHMM_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | None = None,
+                default_ttl_days: int | None = None) -> dict[str, str]:
     """Check a rule's fields (as describe_rule names them) against the journey and, when given, the
-    service-wide sending hours the rule's own must lie within; no database writes."""
+    service-wide sending hours the rule's own must lie within and the default link lifetime; no
+    database writes."""
     errors = {}
     if fields.get("event") not in EVENT_TYPES:
         errors["event"] = f"one of {', '.join(EVENT_TYPES)}"
@@ -266,12 +274,14 @@ def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | Non
     elif qs.current is None:
         # Events would be skipped ("no-published-question-set") without anyone noticing.
         errors["question_set"] = "publish this question set first"
+    elif qs.stage.retired_at is not None:
+        errors["question_set"] = "its stage is retired"
     elif qs.stage.touchpoint(fields.get("touchpoint") or "") is None:
         errors["touchpoint"] = f"a touchpoint of stage {qs.stage.name}"
     elif qs.stage.touchpoint(fields["touchpoint"]).retired_at is not None:
         errors["touchpoint"] = "this touchpoint is retired"
     delay = fields.get("delay_minutes")
-    if not isinstance(delay, int) or not 0 <= delay <= 60 * 24 * 365:
+    if not _whole(delay) or not 0 <= delay <= 60 * 24 * 365:
         errors["delay_minutes"] = "0 minutes to a year"
     channels = fields.get("channels")
     if not (isinstance(channels, list) and channels and len(set(channels)) == len(channels)
@@ -279,23 +289,23 @@ def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | Non
         errors["channels"] = f"one or more of {', '.join(MEDIA)}, in order of preference, each once"
     for name, top in (("reminder_hours", 24 * 30), ("link_ttl_days", 90), ("fatigue_days", 365)):
         value = fields.get(name)
-        if value is not None and (not isinstance(value, int) or not 1 <= value <= top):
+        if value is not None and (not _whole(value) or not 1 <= value <= top):
             errors[name] = f"empty, or a whole number from 1 to {top}"
-    ttl = fields.get("link_ttl_days")
-    if fields.get("reminder_hours") and ttl and fields["reminder_hours"] >= ttl * 24:
-        errors["reminder_hours"] = "must come before the link expires"
+    ttl = fields.get("link_ttl_days") or default_ttl_days
+    if "reminder_hours" not in errors and fields.get("reminder_hours") and _whole(ttl) \
+            and fields["reminder_hours"] >= ttl * 24:
+        errors["reminder_hours"] = f"must come before the link expires ({ttl} days)"
     start, end = fields.get("window_start"), fields.get("window_end")
     if (start is None) != (end is None):
         errors["window_start"] = "give both ends of the sending hours, or neither"
     elif start is not None:
-        try:
-            if time.fromisoformat(start) >= time.fromisoformat(end):
-                errors["window_start"] = "the start must come before the end"
-            elif allowed and (time.fromisoformat(start) < allowed[0] or time.fromisoformat(end) > allowed[1]):
-                errors["window_start"] = (f"must lie within the service's sending hours, "
-                                          f"{allowed[0]:%H:%M} to {allowed[1]:%H:%M}")
-        except (TypeError, ValueError):
+        if not all(isinstance(t, str) and HHMM_RE.fullmatch(t) for t in (start, end)):
             errors["window_start"] = "times as HH:MM"
+        elif time.fromisoformat(start) >= time.fromisoformat(end):
+            errors["window_start"] = "the start must come before the end"
+        elif allowed and (time.fromisoformat(start) < allowed[0] or time.fromisoformat(end) > allowed[1]):
+            errors["window_start"] = (f"must lie within the service's sending hours, "
+                                      f"{allowed[0]:%H:%M} to {allowed[1]:%H:%M}")
     codes = fields.get("exclude_codes")
     if not isinstance(codes, list) or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in codes):
         errors["exclude_codes"] = "a list of codes"
@@ -304,9 +314,14 @@ def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | Non
     return errors
 
 
-def save_rule(actor, journey: Journey, fields: dict, allowed: tuple[time, time] | None = None) -> TriggerRule:
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def save_rule(actor, journey: Journey, fields: dict, allowed: tuple[time, time] | None = None,
+              default_ttl_days: int | None = None) -> TriggerRule:
     """Create or replace the journey's rule for fields["event"]."""
-    _require(rule_errors(journey, fields, allowed))
+    _require(rule_errors(journey, fields, allowed, default_ttl_days))
     rule = next((r for r in journey.rules if r.event_type == fields["event"]), None)
     before = describe_rule(rule) if rule else None
     if rule is None:

@@ -11,7 +11,7 @@ ADVISED_QUESTIONS = 5
 SPANISH_EASE_FLOOR = 60.0
 # Two things asked at once ("Were the nurses kind and helpful?"); set phrases are not two things.
 _JOINERS = {"en": re.compile(r"\b(and|as well as)\b", re.I), "es": re.compile(r"\s(y|e)\s", re.I)}
-_SET_PHRASES = re.compile(r"friends and family|familiares y amigos|amigos y familiares", re.I)
+_SET_PHRASES = re.compile(r"friends and family|family and friends|familiares y amigos|amigos y familiares", re.I)
 
 
 def _reader(locale: str) -> textstatistics:

@@ -10,7 +10,7 @@ from ..channels.messages import invitation_message
 from ..events.models import Event
 from ..extensions import db
 from ..patients.models import Patient
-from ..scheduling.rules import SendPolicy
+from ..scheduling.rules import SendPolicy, next_send_time
 from ..scheduling.services import rule_window, schedule_invitation
 from ..security import new_token
 from .models import TriggerRule
@@ -61,7 +61,9 @@ def try_rule(rule: TriggerRule, sample: Sample, policy: SendPolicy, now, public_
         if invitation is None:
             return Outcome("none", reason, None, None, None, None, steps, None)
         local = (lambda t: t.astimezone(tz) if t else None)
-        reminder = (invitation.send_at + timedelta(hours=rule.reminder_hours)
+        # As the reminder job will: the rule's hours after sending, then the next sending hour.
+        reminder = (next_send_time(invitation.send_at + timedelta(hours=rule.reminder_hours), tz.key,
+                                   *rule_window(rule, policy))
                     if invitation.send_at and rule.reminder_hours else None)
         message = None
         if invitation.channel:

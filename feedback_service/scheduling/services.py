@@ -82,8 +82,9 @@ def rule_window(rule: TriggerRule, policy: SendPolicy) -> tuple[time, time]:
 def excluded_by_rule(codes: dict | None, excluded: list[str]) -> bool:
     """Whether any code an event carries (location, department, appointment or service type) is
     one the rule excludes."""
-    carried = {c for values in (codes or {}).values() for c in (values if isinstance(values, list) else [values])}
-    return bool(carried & set(excluded))
+    carried = {str(c).casefold() for values in (codes or {}).values()
+               for c in (values if isinstance(values, list) else [values])}
+    return bool(carried & {c.casefold() for c in excluded})  # hospital systems are loose about case
 
 
 def fail_over(invitation: Invitation, now) -> Invitation | None:

@@ -80,6 +80,7 @@ def apply_action(doc: dict, action: str, locales: list[str], new_type: str = "ra
     elif verb == "add-option" and questions[i].get("type") == "single_choice":
         options = questions[i].setdefault("options", [])
         options.append({"value": f"option_{len(options) + 1}", "label": {loc: "" for loc in locales}})
-    elif verb == "delete-option" and len(parts) == 2 and len(questions[i].get("options") or []) > 2:
+    elif verb == "delete-option" and len(parts) == 2 and 0 <= parts[1] < len(questions[i].get("options") or []) \
+            and len(questions[i]["options"]) > 2:
         questions[i]["options"].pop(parts[1])
     return doc

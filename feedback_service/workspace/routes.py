@@ -47,9 +47,14 @@ def _journey(slug: str) -> Journey:
     return db.session.scalar(select(Journey).where(Journey.slug == slug)) or abort(404)
 
 
-def _errors_to(form, errors: dict[str, str]) -> None:
+# The rule editor's fields for the rule's own (editing.describe_rule) names.
+RULE_FIELDS = {"channels": "second_channel", "delay_minutes": "delay_hours", "event": "question_set"}
+
+
+def _errors_to(form, errors: dict[str, str], names: dict[str, str] | None = None) -> None:
     """Put a service's field errors on the form's fields (unknown ones on the first field)."""
     for name, message in errors.items():
+        name = (names or {}).get(name, name)
         field = form[name] if name in form else next(iter(f for f in form if f.name != "csrf_token"))
         field.errors = [*field.errors, message]
 
@@ -82,8 +87,8 @@ def journeys():
 @designer
 def journey(slug: str):
     j = _journey(slug)
-    settings = JourneySettingsForm(prefix="settings", obj=None if request.method == "POST" else j,
-                                   data=None if request.method == "POST" else {"locales": " ".join(j.locales)})
+    settings = JourneySettingsForm(prefix="settings", data=None if request.method == "POST" else {
+        "name": j.name, "locales": " ".join(j.locales), "hcahps_sampled": j.hcahps_sampled})
     stage_form, qs_form = StageForm(prefix="stage"), QuestionSetForm(prefix="qs")
     qs_form.stage.choices = [SelectChoice(s.id, s.name) for s in j.stages if s.retired_at is None]
     status = 200
@@ -311,20 +316,21 @@ def rule(slug: str, event: str):
         if form.validate_on_submit():
             try:
                 policy = _policy()
-                editing.save_rule(current_user, j, _rule_fields(form, event), (policy.window_start, policy.window_end))
+                editing.save_rule(current_user, j, _rule_fields(form, event), (policy.window_start, policy.window_end),
+                                  policy.link_ttl_days)
                 db.session.commit()
                 flash(f"{EVENT_LABELS[event]} rule saved.")
                 return redirect(url_for("workspace.rule", slug=slug, event=event))
             except EditError as exc:
                 db.session.rollback()
-                _errors_to(form, exc.errors)
+                _errors_to(form, exc.errors, RULE_FIELDS)
         status = 422
     elif request.form.get("form") == "trial":
         if current is None:
             abort(404)
         if trial_form.validate_on_submit():
             outcome = _try(current, trial_form)
-        status = 200 if trial_form.validate_on_submit() else 422
+        status = 422 if trial_form.errors else 200
     return render_template("workspace/rule.html", journey=j, event=event, label=EVENT_LABELS[event], form=form,
                            rule=current, trial=trial_form, outcome=outcome), status
 
