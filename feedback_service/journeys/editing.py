@@ -9,6 +9,7 @@ from datetime import time
 from sqlalchemy import select
 
 from ..channels.base import MEDIA
+from ..errors import FieldErrors
 from ..extensions import db
 from ..sqltypes import utcnow
 from ..staff.services import record
@@ -19,12 +20,8 @@ from .questions import QuestionSetError, validate_question_set
 LOCALE_RE = SLUG_RE  # "en", "es", "pt-br": lower-case tags
 
 
-class EditError(ValueError):
-    """A change refused; `errors` maps a field to a message."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class EditError(FieldErrors):
+    """A workspace change refused."""
 
 
 def _require(errors: dict[str, str]) -> None:

@@ -7,6 +7,8 @@ import re
 
 import wtforms
 
+from ..errors import FieldErrors
+
 MEASURES = ("satisfaction", "friction")
 KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 # Question keys name the survey form's fields, so they must not shadow what a form already has.
@@ -30,12 +32,8 @@ QUESTION_TYPES = ("rating", "effort", "nps", "yes_no", "single_choice", "text")
 TOP_BOX_SCORE = 90.0
 
 
-class QuestionSetError(ValueError):
-    """A question-set document is invalid; `errors` maps a field path to a message."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class QuestionSetError(FieldErrors):
+    """A question-set document is invalid."""
 
 
 def content_hash(content: dict) -> str:

@@ -11,6 +11,15 @@ from .services import MIN_PASSWORD_LENGTH
 ROLE_CHOICES = [SelectChoice(r, r.capitalize()) for r in ROLES]
 
 
+def show_errors(form, errors: dict[str, str], names: dict[str, str] | None = None) -> None:
+    """Put a service's field errors on the form's fields: by name, renamed by `names`, else on the
+    first field."""
+    for name, message in errors.items():
+        name = (names or {}).get(name, name)
+        field = form[name] if name in form else next(f for f in form if f.name != "csrf_token")
+        field.errors = [*field.errors, message]
+
+
 class LoginForm(FlaskForm):
     email = EmailField("Email", validators=[DataRequired(), Length(max=254)],
                        render_kw={"autocomplete": "username"})

@@ -13,7 +13,7 @@ from ..api import keys as api_keys_service
 from ..api.models import ApiKey
 from ..extensions import csrf, db
 from .auth import mark_signed_in, role_required
-from .forms import ConfirmForm, EditUserForm, LoginForm, NewApiKeyForm, NewUserForm
+from .forms import ConfirmForm, EditUserForm, LoginForm, NewApiKeyForm, NewUserForm, show_errors
 from .models import StaffUser
 from .services import StaffError, audit_page, authenticate, create_user, end_sessions, update_user
 
@@ -92,8 +92,7 @@ def users():
             return redirect(url_for("staff.users"))
         except StaffError as exc:
             db.session.rollback()
-            for field, message in exc.errors.items():
-                form[field].errors.append(message)
+            show_errors(form, exc.errors)
     accounts = db.session.scalars(select(StaffUser).order_by(StaffUser.email))
     return render_template("staff/users.html", form=form, users=accounts), 422 if form.errors else 200
 
@@ -112,8 +111,7 @@ def user(user_id: int):
             return redirect(url_for("staff.users"))
         except StaffError as exc:
             db.session.rollback()
-            for field, message in exc.errors.items():
-                (form[field] if field in form else form.role).errors.append(message)
+            show_errors(form, exc.errors)
     return render_template("staff/user.html", form=form, account=account), 422 if form.errors else 200
 
 

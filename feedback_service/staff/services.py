@@ -6,6 +6,7 @@ import re
 from sqlalchemy import func, select
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from ..errors import FieldErrors
 from ..extensions import db
 from ..sqltypes import utcnow
 from .models import ROLES, AuditEntry, StaffUser
@@ -21,12 +22,8 @@ _DUMMY_HASH = generate_password_hash("not-a-password-of-anyone", method=PASSWORD
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 
 
-class StaffError(ValueError):
-    """A staff-account change refused; `errors` maps a field to a message."""
-
-    def __init__(self, errors: dict[str, str]):
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
-        self.errors = errors
+class StaffError(FieldErrors):
+    """A staff-account change refused."""
 
 
 def normalise_email(email: str) -> str:

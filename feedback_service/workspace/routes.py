@@ -28,7 +28,7 @@ from ..rollups.services import journey_scores
 from ..scheduling.rules import SendPolicy
 from ..sqltypes import utcnow
 from ..staff.auth import role_required
-from ..staff.forms import ConfirmForm
+from ..staff.forms import ConfirmForm, show_errors
 from ..staff.routes import forbidden
 from ..staff.services import record
 from .drafts import apply_action, doc_from_form
@@ -51,14 +51,6 @@ def _journey(slug: str) -> Journey:
 RULE_FIELDS = {"channels": "second_channel", "delay_minutes": "delay_hours", "event": "question_set"}
 
 
-def _errors_to(form, errors: dict[str, str], names: dict[str, str] | None = None) -> None:
-    """Put a service's field errors on the form's fields (unknown ones on the first field)."""
-    for name, message in errors.items():
-        name = (names or {}).get(name, name)
-        field = form[name] if name in form else next(iter(f for f in form if f.name != "csrf_token"))
-        field.errors = [*field.errors, message]
-
-
 def _policy() -> SendPolicy:
     return SendPolicy.from_config(current_app.config)
 
@@ -78,7 +70,7 @@ def journeys():
             return redirect(url_for("workspace.journey", slug=journey.slug))
         except EditError as exc:
             db.session.rollback()
-            _errors_to(form, exc.errors)
+            show_errors(form, exc.errors)
     rows = db.session.scalars(select(Journey).order_by(Journey.retired_at.is_not(None), Journey.name))
     return render_template("workspace/journeys.html", form=form, journeys=rows), 422 if form.errors else 200
 
@@ -110,7 +102,7 @@ def journey(slug: str):
             return redirect(url_for("workspace.journey", slug=j.slug))
     except EditError as exc:
         db.session.rollback()
-        _errors_to({"settings": settings, "stage": stage_form, "question-set": qs_form}[submitted], exc.errors)
+        show_errors({"settings": settings, "stage": stage_form, "question-set": qs_form}[submitted], exc.errors)
     if request.method == "POST":
         status = 422
     sets = {s.id: list(db.session.scalars(select(QuestionSet).where(QuestionSet.stage_id == s.id)
@@ -160,7 +152,7 @@ def edit_thing(kind: str, thing_id: int):
             return redirect(url_for("workspace.journey", slug=_journey_of(thing).slug))
         except EditError as exc:
             db.session.rollback()
-            _errors_to(form, exc.errors)
+            show_errors(form, exc.errors)
     return render_template("workspace/rename.html", form=form, thing=thing, kind=kind,
                            journey=_journey_of(thing)), 422 if form.errors else 200
 
@@ -177,7 +169,7 @@ def add_touchpoint(stage_id: int):
             return redirect(url_for("workspace.journey", slug=stage.journey.slug) + f"#stage-{stage.id}")
         except EditError as exc:
             db.session.rollback()
-            _errors_to(form, exc.errors)
+            show_errors(form, exc.errors)
     return render_template("workspace/touchpoint_new.html", form=form, stage=stage), 422
 
 
@@ -323,7 +315,7 @@ def rule(slug: str, event: str):
                 return redirect(url_for("workspace.rule", slug=slug, event=event))
             except EditError as exc:
                 db.session.rollback()
-                _errors_to(form, exc.errors, RULE_FIELDS)
+                show_errors(form, exc.errors, RULE_FIELDS)
         status = 422
     elif request.form.get("form") == "trial":
         if current is None:
