@@ -34,29 +34,33 @@ main.add_command(routes_command)
 
 def register_cli(app) -> None:
     """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
-    for command in (init, surveys_group, user_group, api_key, jobs_group, invitations_group, events_group, mllp, worker, run_command, demo):
+    for command in (init, surveys_group, user_group, api_key, jobs_group, invitations_group, events_group, mllp,
+                    worker, run_command, demo):
         app.cli.add_command(command)
 
 
 @click.command()
 @with_appcontext
 def init():
-    """Create or upgrade the schema (Alembic), then load the question-set library."""
+    """Create or upgrade the schema (Alembic), then load the journeys of the question-set library
+    that the database does not have yet (`surveys import` updates the others)."""
     from flask_migrate import upgrade
 
     from .extensions import db
-    from .journeys.library import LibraryError, load_library
+    from .journeys.library import LibraryError
+    from .journeys.yaml_io import import_library
 
     upgrade()
     root = project_path(current_app.config["FEEDBACK_SURVEYS_DIR"])
     try:
-        summary = load_library(root)
+        # Run at every start (README): what the workspace published since must not be undone.
+        summary = import_library(root, only_new=True)
     except LibraryError as exc:
         db.session.rollback()
         raise click.ClickException("question-set library refused, nothing loaded:\n" + "\n".join(exc.errors))
     db.session.commit()
     click.echo(f"schema up to date; {summary['journeys']} journeys loaded from {root}, "
-               f"{summary['published']} question-set versions published")
+               f"{summary['published']} question-set versions published, {summary['kept']} already here kept")
 
 
 @click.group("surveys")

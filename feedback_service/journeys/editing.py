@@ -259,12 +259,9 @@ HHMM_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
 
 def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | None = None,
                 default_ttl_days: int | None = None) -> dict[str, str]:
-    """Check a rule's fields (as describe_rule names them) against the journey and, when given, the
-    service-wide sending hours the rule's own must lie within and the default link lifetime; no
-    database writes."""
+    """Check a rule's fields (as describe_rule names them) against the journey, then on their own
+    (rule_field_errors); no database writes."""
     errors = {}
-    if fields.get("event") not in EVENT_TYPES:
-        errors["event"] = f"one of {', '.join(EVENT_TYPES)}"
     qs = next((q for st in journey.stages for q in _sets_of(st) if q.key == fields.get("question_set")), None)
     if qs is None:
         errors["question_set"] = "a question set of this journey"
@@ -277,6 +274,16 @@ def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | Non
         errors["touchpoint"] = f"a touchpoint of stage {qs.stage.name}"
     elif qs.stage.touchpoint(fields["touchpoint"]).retired_at is not None:
         errors["touchpoint"] = "this touchpoint is retired"
+    return {**errors, **rule_field_errors(fields, allowed, default_ttl_days)}
+
+
+def rule_field_errors(fields: dict, allowed: tuple[time, time] | None = None,
+                      default_ttl_days: int | None = None) -> dict[str, str]:
+    """The checks of a rule's own fields, against the service-wide sending hours its own must lie
+    within and the default link lifetime, when given (the YAML loader's too)."""
+    errors = {}
+    if fields.get("event") not in EVENT_TYPES:
+        errors["event"] = f"one of {', '.join(EVENT_TYPES)}"
     delay = fields.get("delay_minutes")
     if not _whole(delay) or not 0 <= delay <= 60 * 24 * 365:
         errors["delay_minutes"] = "0 minutes to a year"

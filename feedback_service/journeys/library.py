@@ -1,4 +1,5 @@
-"""Load the question-set library (surveys/) into the database: all of it, or nothing.
+"""The question-set library's rules: what a journey and its question sets must hold to be loaded,
+and how they are upserted into the database. yaml_io reads and writes the files themselves.
 
 Layout: surveys/<journey>/journey.yaml (stages, touchpoints, trigger rules) and one
 surveys/<journey>/<question-set>.yaml per question set. Loading is an upsert: a question set
@@ -7,19 +8,33 @@ whose content changed gets a new published version; an unchanged one is left alo
 from __future__ import annotations
 
 import re
+from datetime import time
 from pathlib import Path
 
-import yaml
 from sqlalchemy import select
 
-from ..channels.base import MEDIA
 from ..extensions import db
 from ..sqltypes import utcnow
-from .models import (EVENT_TYPES, HCAHPS_HOLDS, TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage,
-                     Touchpoint, TriggerRule)
+from .models import TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage, Touchpoint, TriggerRule
 from .questions import QuestionSetError, content_hash, validate_question_set
 
 SLUG_RE = re.compile(r"[a-z][a-z0-9-]{0,79}")
+
+# The fields each part of the files may have, in the order an export writes them.
+JOURNEY_FIELDS = ("slug", "name", "default", "locales", "hcahps_sampled", "retired", "stages", "rules")
+STAGE_FIELDS = ("slug", "name", "retired", "touchpoints")
+TOUCHPOINT_FIELDS = ("slug", "name", "kind", "retired")
+RULE_FIELDS = ("event", "question_set", "touchpoint", "delay_minutes", "channels", "reminder_hours",
+               "link_ttl_days", "fatigue_days", "window_start", "window_end", "exclude_codes", "hcahps", "active")
+# A rule's optional fields, and what leaving one out means.
+RULE_DEFAULTS = {"reminder_hours": None, "link_ttl_days": None, "fatigue_days": None, "window_start": None,
+                 "window_end": None, "exclude_codes": [], "hcahps": "skip", "active": True}
+SET_FIELDS = ("key", "stage", "sms", "title", "intro", "questions")
+QUESTION_FIELDS = ("key", "type", "measure", "better", "required", "text", "anchors", "options")
+OPTION_FIELDS = ("value", "score", "label")
+
+# (file, field path such as "questions[1].text" or "" for the whole file, message)
+Problem = tuple[Path, str, str]
 
 
 class LibraryError(ValueError):
@@ -28,125 +43,267 @@ class LibraryError(ValueError):
         self.errors = errors
 
 
-def read_library(root: Path) -> list[tuple[dict, list[dict]]]:
-    """Parse every journey folder under root into (journey doc, [question-set docs])."""
-    errors: list[str] = []
-    out = []
-    for journey_file in sorted(root.glob("*/journey.yaml")):
-        try:
-            journey = yaml.safe_load(journey_file.read_text(encoding="utf-8"))
-            sets = []
-            for f in sorted(journey_file.parent.glob("*.yaml")):
-                if f.name != "journey.yaml":
-                    doc = yaml.safe_load(f.read_text(encoding="utf-8"))
-                    if isinstance(doc, dict):
-                        doc["_file"] = str(f)
-                    sets.append(doc)
-        except yaml.YAMLError as exc:
-            errors.append(f"{journey_file.parent}: {exc}")
-            continue
-        if isinstance(journey, dict):
-            journey["_file"] = str(journey_file)
-        out.append((journey, sets))
-    if errors:
-        raise LibraryError(errors)
-    if not out:
-        raise LibraryError([f"{root}: no */journey.yaml found"])
-    return out
+def load_library(root: Path) -> dict:
+    """Validate every file under root, then upsert it all in the current transaction (see
+    yaml_io.import_library; this is its older name)."""
+    from .yaml_io import import_library  # yaml_io builds on this module
+
+    return import_library(root)
 
 
-def _check_journey(doc: dict, sets: list[dict]) -> list[str]:
-    """Structural checks that need no database; returns 'file: field: message' lines."""
-    f = doc.get("_file", "journey") if isinstance(doc, dict) else "journey"
+def check_library(journeys: list[tuple[Path, object, list[tuple[Path, object]]]],
+                  allowed: tuple[time, time] | None = None, default_ttl_days: int | None = None) -> list[Problem]:
+    """Every problem in these parsed journeys (journey file, its document, [(set file, document)]),
+    without writing anything. `allowed` (the service's sending hours) and `default_ttl_days` (its
+    link lifetime) are what rules are checked against, as in the workspace."""
+    problems = [p for path, doc, sets in journeys
+                for p in _check_journey(path, doc, sets, _existing(doc), allowed, default_ttl_days)]
+    defaults = [(path, doc.get("slug")) for path, doc, _ in journeys
+                if isinstance(doc, dict) and doc.get("default") is True]
+    for path, _slug in defaults[1:]:
+        problems.append((path, "default", f"only one journey can be the default ({defaults[0][1]} is too)"))
+    return problems
+
+
+def _check_journey(path: Path, doc, sets: list[tuple[Path, object]], existing: Journey | None = None,
+                   allowed: tuple[time, time] | None = None, default_ttl_days: int | None = None) -> list[Problem]:
+    """One journey file and its question-set files; `existing` is the journey as the database has it.
+    What a file restates unchanged from the database is never refused (an export imports again)."""
+    from .editing import _locale_errors, _name_errors, _sets_of  # editing builds on this module
+
     if not isinstance(doc, dict):
-        return [f"{f}: must be a mapping"]
-    errs = []
-    if not SLUG_RE.fullmatch(str(doc.get("slug", ""))):
-        errs.append(f"{f}: slug: must be a lower-case slug")
-    if not doc.get("name"):
-        errs.append(f"{f}: name: required")
-    locales = doc.get("locales") or []
-    if not (isinstance(locales, list) and locales and all(isinstance(x, str) for x in locales)):
-        errs.append(f"{f}: locales: a non-empty list of locale codes")
-    stages = doc.get("stages") or []
-    stage_touchpoints: dict[str, set[str]] = {}
+        return [(path, "", "must be a mapping (slug, name, locales, stages, rules)")]
+    errs: list[Problem] = []
+
+    def err(field: str, message: str) -> None:
+        errs.append((path, field, message))
+
+    _unknown_fields(doc, JOURNEY_FIELDS, "", err)
+    slug = doc.get("slug")
+    if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
+        err("slug", "must be a lower-case slug")
+    elif slug != path.parent.name:
+        err("slug", f"must be the journey's folder name, {path.parent.name}")
+    for message in _name_errors(_str(doc.get("name"))).values():
+        err("name", message)
+    locales = doc.get("locales")
+    if not (isinstance(locales, list) and all(isinstance(x, str) for x in locales)):
+        locales = []
+    for message in _locale_errors(locales).values():
+        err("locales", message)
+    for flag in ("default", "hcahps_sampled", "retired"):
+        _check_flag(doc, flag, "", err)
+
+    # A journey or stage may be empty for now: the workspace creates them that way.
+    stages = doc.get("stages")
+    if not isinstance(stages, list):
+        err("stages", "a list of stages (each with its touchpoints)")
+        stages = []
+    touchpoints_of: dict[str, dict[str, dict]] = {}  # stage slug -> touchpoint slug -> its document
     for i, st in enumerate(stages):
-        if not isinstance(st, dict) or not SLUG_RE.fullmatch(str(st.get("slug", ""))) or not st.get("name"):
-            errs.append(f"{f}: stages[{i}]: needs a slug and a name")
+        at = f"stages[{i}]"
+        if not isinstance(st, dict):
+            err(at, "needs a slug, a name and touchpoints")
             continue
-        if st["slug"] in stage_touchpoints:
-            errs.append(f"{f}: stages[{i}].slug: {st['slug']} appears twice")
-        tps = st.get("touchpoints") or []
-        if not tps:
-            errs.append(f"{f}: stages[{i}].touchpoints: at least one touchpoint")
-        names = set()
+        _unknown_fields(st, STAGE_FIELDS, at, err)
+        stage_slug = _slug(st, at, touchpoints_of, err)
+        for message in _name_errors(_str(st.get("name"))).values():
+            err(f"{at}.name", message)
+        _check_flag(st, "retired", at, err)
+        tps = st.get("touchpoints")
+        if not isinstance(tps, list):
+            err(f"{at}.touchpoints", "a list of touchpoints")
+            tps = []
+        tp_docs: dict[str, dict] = {}
         for j, tp in enumerate(tps):
-            if (not isinstance(tp, dict) or not SLUG_RE.fullmatch(str(tp.get("slug", "")))
-                    or not tp.get("name") or tp.get("kind") not in TOUCHPOINT_KINDS):
-                errs.append(f"{f}: stages[{i}].touchpoints[{j}]: needs slug, name and kind "
-                            f"({', '.join(TOUCHPOINT_KINDS)})")
+            tp_at = f"{at}.touchpoints[{j}]"
+            if not isinstance(tp, dict):
+                err(tp_at, f"needs a slug, a name and a kind ({', '.join(TOUCHPOINT_KINDS)})")
                 continue
-            names.add(tp["slug"])
-        stage_touchpoints[st["slug"]] = names
-    if not stages:
-        errs.append(f"{f}: stages: at least one stage")
+            _unknown_fields(tp, TOUCHPOINT_FIELDS, tp_at, err)
+            tp_slug = _slug(tp, tp_at, tp_docs, err)
+            for message in _name_errors(_str(tp.get("name"))).values():
+                err(f"{tp_at}.name", message)
+            if tp.get("kind") not in TOUCHPOINT_KINDS:
+                err(f"{tp_at}.kind", f"one of {', '.join(TOUCHPOINT_KINDS)}")
+            _check_flag(tp, "retired", tp_at, err)
+            if tp_slug is not None:
+                tp_docs[tp_slug] = tp
+        if stage_slug is not None:
+            touchpoints_of[stage_slug] = tp_docs
 
-    set_stage: dict[str, str] = {}
-    for qs in sets:
-        qf = qs.get("_file", "question set") if isinstance(qs, dict) else "question set"
+    sets_in_db = {qs.key: qs for st in (existing.stages if existing else []) for qs in _sets_of(st)}
+    set_stage: dict[str, str] = {}  # question-set key -> its stage's slug, for the sets the files publish
+    for qpath, qs in sets:
         if not isinstance(qs, dict):
-            errs.append(f"{qf}: must be a mapping")
+            errs.append((qpath, "", "must be a mapping (key, stage, title, questions)"))
             continue
-        if qs.get("stage") not in stage_touchpoints:
-            errs.append(f"{qf}: stage: {qs.get('stage')!r} is not a stage of this journey")
+        _check_set_fields(qs, lambda field, message, qpath=qpath: errs.append((qpath, field, message)))
+        stage, key = qs.get("stage"), qs.get("key")
+        was = sets_in_db.get(key) if isinstance(key, str) else None
+        if not isinstance(stage, str) or stage not in touchpoints_of:
+            errs.append((qpath, "stage", f"{stage!r} is not a stage of this journey"))
+        elif was is not None and was.stage.slug != stage:
+            errs.append((qpath, "stage", f"question set {key} belongs to stage {was.stage.slug}, where its answers "
+                                         f"are counted; give a set for another stage its own key"))
         try:
-            validate_question_set(qs, locales if isinstance(locales, list) else [])
+            validate_question_set(qs, locales)
         except QuestionSetError as exc:
-            errs.extend(f"{qf}: {field}: {msg}" for field, msg in exc.errors.items())
-        set_stage[str(qs.get("key"))] = qs.get("stage")
+            if not _is_published_as(qs, was.current if was else None):
+                errs.extend((qpath, field, message) for field, message in exc.errors.items())
+        if isinstance(key, str) and key != qpath.stem:
+            # An export names each file after its set: any other name would not come back the same.
+            errs.append((qpath, "key", f"must be the file's name, {qpath.stem}"))
+        elif isinstance(key, str) and isinstance(stage, str):
+            set_stage[key] = stage
 
-    for i, rule in enumerate(doc.get("rules") or []):
-        path = f"{f}: rules[{i}]"
+    # A stage or touchpoint retired after a rule chose it stays the rule's until the rule is changed.
+    kept = {(r.event_type, r.question_set.key, r.default_touchpoint.slug) for r in (existing.rules if existing else [])}
+    stage_docs = {st["slug"]: st for st in stages if isinstance(st, dict) and isinstance(st.get("slug"), str)}
+    rules = doc.get("rules")
+    if rules is not None and not isinstance(rules, list):
+        err("rules", "a list of trigger rules")
+    events: dict[str, int] = {}
+    for i, rule in enumerate(rules if isinstance(rules, list) else []):
+        at = f"rules[{i}]"
         if not isinstance(rule, dict):
-            errs.append(f"{path}: must be a mapping")
+            err(at, "must be a mapping")
             continue
-        if rule.get("event") not in EVENT_TYPES:
-            errs.append(f"{path}.event: must be one of {', '.join(EVENT_TYPES)}")
-        stage = set_stage.get(str(rule.get("question_set")))
+        _unknown_fields(rule, RULE_FIELDS, at, err)
+        for field, message in _rule_errors(rule, allowed, default_ttl_days).items():
+            err(f"{at}.{field}", message)
+        event = rule.get("event")
+        if isinstance(event, str) and event in events:
+            err(f"{at}.event", f"{event} has a rule already (rules[{events[event]}])")
+        elif isinstance(event, str):
+            events[event] = i
+        key, touchpoint = rule.get("question_set"), rule.get("touchpoint")
+        in_db = sets_in_db.get(key) if isinstance(key, str) else None
+        was_kept = all(isinstance(x, str) for x in (event, key, touchpoint)) and (event, key, touchpoint) in kept
+        # As editing.rule_errors checks them, against what the files say: a set the files publish,
+        # or one published before whose file is left out (it stays as it is).
+        stage = set_stage.get(key) if isinstance(key, str) else None
+        if stage is None and in_db is not None and in_db.current is not None:
+            stage = in_db.stage.slug
         if stage is None:
-            errs.append(f"{path}.question_set: no question set {rule.get('question_set')!r} in this journey")
-        elif rule.get("touchpoint") not in stage_touchpoints.get(stage, set()):
-            errs.append(f"{path}.touchpoint: {rule.get('touchpoint')!r} is not a touchpoint of stage {stage}")
-        if not isinstance(rule.get("delay_minutes"), int) or rule["delay_minutes"] < 0:
-            errs.append(f"{path}.delay_minutes: a whole number of minutes, 0 or more")
-        channels = rule.get("channels")
-        if not (isinstance(channels, list) and channels and all(c in MEDIA for c in channels)):
-            errs.append(f"{path}.channels: a preference list drawn from {', '.join(MEDIA)}")
-        for opt in ("link_ttl_days", "fatigue_days"):
-            if opt in rule and (not isinstance(rule[opt], int) or rule[opt] < 0):
-                errs.append(f"{path}.{opt}: a whole number of days")
-        if rule.get("hcahps", "skip") not in HCAHPS_HOLDS:
-            errs.append(f"{path}.hcahps: one of {', '.join(HCAHPS_HOLDS)}")
-    if not isinstance(doc.get("hcahps_sampled", False), bool):
-        errs.append(f"{f}: hcahps_sampled: true or false")
+            err(f"{at}.question_set", "publish this question set first" if in_db is not None
+                else f"no question set {key!r} in this journey")
+        elif stage not in touchpoints_of:
+            err(f"{at}.question_set", f"question set {key} is in stage {stage}, which this journey does not list")
+        elif stage_docs[stage].get("retired") is True and not was_kept:
+            err(f"{at}.question_set", "its stage is retired")
+        else:
+            tp = touchpoints_of[stage].get(touchpoint) if isinstance(touchpoint, str) else None
+            if tp is None:
+                err(f"{at}.touchpoint", f"{touchpoint!r} is not a touchpoint of stage {stage}")
+            elif tp.get("retired") is True and not was_kept:
+                err(f"{at}.touchpoint", "this touchpoint is retired")
     return errs
 
 
-def load_library(root: Path) -> dict:
-    """Validate every file under root, then upsert it all in the current transaction."""
-    docs = read_library(root)
-    errors = [e for journey, sets in docs for e in _check_journey(journey, sets)]
-    if errors:
-        raise LibraryError(errors)
+_WINDOW = ("window_start", "window_end")
+
+
+def _rule_errors(rule: dict, allowed: tuple[time, time] | None, default_ttl_days: int | None) -> dict[str, str]:
+    """The workspace's checks of a rule's fields (editing.rule_errors), as a file gives them."""
+    from .editing import rule_field_errors  # editing builds on this module
+
+    fields = {**RULE_DEFAULTS, **rule}
+    # rule_errors puts channels in a set: a list of mappings goes in as a value it refuses instead.
+    if isinstance(fields.get("channels"), list) and not all(isinstance(c, str) for c in fields["channels"]):
+        fields["channels"] = None
+    # Files may give 0 days (a link that expires at once, no fatigue window), which tests and
+    # drills use; the workspace offers 1 and up.
+    for name in ("link_ttl_days", "fatigue_days"):
+        if type(fields[name]) is int and fields[name] == 0:
+            fields[name] = None
+    errors = {}
+    for name in _WINDOW:
+        if fields[name] is not None and not isinstance(fields[name], str):
+            errors[name] = 'a time as "HH:MM", in quotes (unquoted, 19:00 reads as a number)'
+    for name, message in rule_field_errors(fields, allowed, default_ttl_days).items():
+        if not (name in _WINDOW and errors):
+            errors[name] = message
+    if not isinstance(fields["active"], bool):
+        errors["active"] = "true or false"
+    return errors
+
+
+def _check_set_fields(qs: dict, err) -> None:
+    """Unknown fields in a question-set document: they would be dropped, so they are refused."""
+    _unknown_fields(qs, SET_FIELDS, "", err)
+    for i, q in enumerate(qs.get("questions") if isinstance(qs.get("questions"), list) else []):
+        if isinstance(q, dict):
+            _unknown_fields(q, QUESTION_FIELDS, f"questions[{i}]", err)
+            for j, opt in enumerate(q.get("options") if isinstance(q.get("options"), list) else []):
+                if isinstance(opt, dict):
+                    _unknown_fields(opt, OPTION_FIELDS, f"questions[{i}].options[{j}]", err)
+
+
+def _unknown_fields(doc: dict, known: tuple[str, ...], at: str, err) -> None:
+    for name in doc:
+        if name not in known:
+            err(f"{at}.{name}" if at else str(name), f"unknown field (known: {', '.join(known)})")
+
+
+def _check_flag(doc: dict, name: str, at: str, err) -> None:
+    if not isinstance(doc.get(name, False), bool):
+        err(f"{at}.{name}" if at else name, "true or false")
+
+
+def _slug(doc: dict, at: str, seen, err) -> str | None:
+    slug = doc.get("slug")
+    if not isinstance(slug, str) or not SLUG_RE.fullmatch(slug):
+        err(f"{at}.slug", "lower-case letters, digits and dashes, starting with a letter")
+        return None
+    if slug in seen:
+        err(f"{at}.slug", f"{slug!r} appears twice")
+        return None
+    return slug
+
+
+def _str(value) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _existing(doc) -> Journey | None:
+    """The journey a file names, as the database has it."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("slug"), str):
+        return None
+    return db.session.scalar(select(Journey).where(Journey.slug == doc["slug"]))
+
+
+def _is_published_as(doc: dict, version: QuestionSetVersion | None) -> bool:
+    """Whether a question-set document is exactly this published version, in the languages the
+    version was written in. Such a file loads even when the journey has gained a language since
+    (the workspace allows that; the set's next version must have it): it changes nothing."""
+    if version is None:
+        return False
+    try:
+        content = validate_question_set(doc, list(version.content["title"]))
+    except QuestionSetError:
+        return False
+    return content_hash(content) == version.content_hash
+
+
+def upsert_library(journeys: list[tuple[dict, list[dict]]]) -> dict:
+    """Write checked journeys (document, [question-set documents]) to the current transaction."""
     summary = {"journeys": 0, "published": 0}
-    for journey_doc, sets in docs:
+    for journey_doc, sets in journeys:
         summary["published"] += _upsert_journey(journey_doc, sets)
         summary["journeys"] += 1
     db.session.flush()
     return summary
 
 
+def _retired(at, doc: dict):
+    """The retired_at a row keeps for the file's `retired` flag (set once; cleared when absent)."""
+    return (at or utcnow()) if doc.get("retired") else None
+
+
 def _upsert_journey(doc: dict, sets: list[dict]) -> int:
+    from .editing import apply_rule  # editing builds on this module
+
     journey = db.session.scalar(select(Journey).where(Journey.slug == doc["slug"]))
     if journey is None:
         journey = Journey(slug=doc["slug"])
@@ -154,6 +311,7 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
     journey.name = doc["name"]
     journey.locales = list(doc["locales"])
     journey.hcahps_sampled = doc.get("hcahps_sampled", False)
+    journey.retired_at = _retired(journey.retired_at, doc)
     if doc.get("default"):
         for other in db.session.scalars(select(Journey).where(Journey.is_default.is_(True))):
             other.is_default = False
@@ -169,6 +327,7 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
             journey.stages.append(stage)
         stage.name = st_doc["name"]
         stage.position = listed.index(st_doc["slug"])
+        stage.retired_at = _retired(stage.retired_at, st_doc)
         tp_listed = [t["slug"] for t in st_doc["touchpoints"]]
         for tp_doc in st_doc["touchpoints"]:
             tp = stage.touchpoint(tp_doc["slug"])
@@ -176,6 +335,7 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
                 tp = Touchpoint(slug=tp_doc["slug"], position=0)
                 stage.touchpoints.append(tp)
             tp.name, tp.kind, tp.position = tp_doc["name"], tp_doc["kind"], tp_listed.index(tp_doc["slug"])
+            tp.retired_at = _retired(tp.retired_at, tp_doc)
         for extra in stage.touchpoints:
             if extra.slug not in tp_listed:
                 extra.position = len(tp_listed) + extra.position
@@ -185,7 +345,6 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
     db.session.flush()
 
     published = 0
-    question_sets: dict[str, QuestionSet] = {}
     for qs_doc in sets:
         stage = journey.stage(qs_doc["stage"])
         qs = db.session.scalar(select(QuestionSet).where(QuestionSet.stage_id == stage.id,
@@ -193,23 +352,20 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
         if qs is None:
             qs = QuestionSet(stage=stage, key=qs_doc["key"])
             db.session.add(qs)
-        published += publish_version(qs, validate_question_set(qs_doc, journey.locales)) is not None
-        question_sets[qs.key] = qs
+        try:
+            content = validate_question_set(qs_doc, journey.locales)
+        except QuestionSetError:
+            continue  # checked: it is the published version, from before the journey gained a language
+        published += publish_version(qs, content) is not None
+    db.session.flush()
 
     for rule_doc in doc.get("rules") or []:
         rule = next((r for r in journey.rules if r.event_type == rule_doc["event"]), None)
         if rule is None:
             rule = TriggerRule(event_type=rule_doc["event"])
             journey.rules.append(rule)
-        qs = question_sets[rule_doc["question_set"]]
-        rule.question_set = qs
-        rule.default_touchpoint = qs.stage.touchpoint(rule_doc["touchpoint"])
-        rule.delay_minutes = rule_doc["delay_minutes"]
-        rule.channels = list(rule_doc["channels"])
-        rule.link_ttl_days = rule_doc.get("link_ttl_days")
-        rule.fatigue_days = rule_doc.get("fatigue_days")
-        rule.active = rule_doc.get("active", True)
-        rule.hcahps = rule_doc.get("hcahps", "skip")
+        with db.session.no_autoflush:  # a new rule is incomplete until apply_rule has filled it in
+            apply_rule(rule, journey, {**RULE_DEFAULTS, **rule_doc})
     return published
 
 

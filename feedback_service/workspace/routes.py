@@ -22,6 +22,7 @@ from ..journeys.guidance import guidance
 from ..journeys.library import LibraryError
 from ..journeys.models import EVENT_TYPES, Journey, QuestionSet, Stage, Touchpoint
 from ..journeys.trial import Sample, try_rule
+from ..journeys.yaml_io import export_library, import_library
 from ..responses.forms import build_survey_form
 from ..responses.texts import texts_for
 from ..rollups.services import journey_scores
@@ -356,7 +357,10 @@ def library():
 
 def _import_archive(upload) -> list[str] | None:
     """Import an uploaded zip of journey folders, all or nothing; the errors, or None."""
-    data = upload.read(MAX_ARCHIVE_BYTES + 1)
+    try:
+        data = upload.read(MAX_ARCHIVE_BYTES + 1)
+    finally:
+        upload.close()  # a big upload is spooled to a temporary file
     if len(data) > MAX_ARCHIVE_BYTES:
         return [f"the archive is larger than {MAX_ARCHIVE_BYTES // 1024 // 1024} MB"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -374,7 +378,6 @@ def _import_archive(upload) -> list[str] | None:
                     target.write_bytes(archive.read(member))
         except zipfile.BadZipFile:
             return ["the file is not a zip archive"]
-        from ..journeys.yaml_io import import_library
         try:
             summary = import_library(Path(tmp))
         except LibraryError as exc:
@@ -389,7 +392,6 @@ def _import_archive(upload) -> list[str] | None:
 @bp.get("/library/export.zip")
 @designer
 def library_export():
-    from ..journeys.yaml_io import export_library
     buffer = io.BytesIO()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "surveys"

@@ -1,6 +1,7 @@
 """The question-set library: loading, versioning on change, refusing bad files whole; and the CLI."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from sqlalchemy import select
 from feedback_service.api.models import ApiKey
 from feedback_service.config import PROJECT_ROOT
 from feedback_service.extensions import db
-from feedback_service.journeys.library import LibraryError, load_library
+from feedback_service.journeys.library import LibraryError, load_library, publish_version
 from feedback_service.journeys.models import Journey, QuestionSet
 from feedback_service.scheduling.models import Invitation
 from feedback_service.security import hash_secret
@@ -37,6 +38,33 @@ def test_init_is_idempotent(app):
     result = app.test_cli_runner().invoke(args=["init"])
     assert result.exit_code == 0, result.output
     assert "0 question-set versions published" in result.output
+
+
+def test_init_loads_new_journeys_and_keeps_what_the_workspace_changed_in_the_others(app, tmp_path):
+    """The README's start command runs init every time: a set published in the workspace since
+    must not be overwritten by the file it started from."""
+    slug, fresh = uid("kept"), uid("fresh")
+    root = copy_journey(tmp_path, slug)
+    with app.app_context():
+        load_library(root)
+        qs = db.session.scalar(select(QuestionSet).join(QuestionSet.stage).join(Journey)
+                               .where(Journey.slug == slug, QuestionSet.key == "booking"))
+        edited = {**qs.current.content, "title": {"en": "Booked", "es": "Reservado"}}
+        publish_version(qs, edited)  # as the workspace does
+        db.session.commit()
+    shutil.copytree(copy_journey(tmp_path / "x", fresh) / fresh, root / fresh)
+    app.config["FEEDBACK_SURVEYS_DIR"] = str(root)
+    try:
+        result = app.test_cli_runner().invoke(args=["init"])
+    finally:
+        app.config["FEEDBACK_SURVEYS_DIR"] = "surveys"
+    assert result.exit_code == 0, result.output
+    assert "1 journeys loaded" in result.output and "1 already here kept" in result.output
+    with app.app_context():
+        qs = db.session.scalar(select(QuestionSet).join(QuestionSet.stage).join(Journey)
+                               .where(Journey.slug == slug, QuestionSet.key == "booking"))
+        assert qs.current.version == 2 and qs.current.content["title"]["en"] == "Booked"
+        assert db.session.scalar(select(Journey).where(Journey.slug == fresh)) is not None
 
 
 def test_shipped_library_has_booking_discharge_and_follow_up_sets_in_english_and_spanish(ctx):
@@ -92,8 +120,10 @@ def test_an_invalid_library_is_refused_whole_with_file_and_field(app, tmp_path):
             load_library(root)
         db.session.rollback()
         errors = "\n".join(refused.value.errors)
-        assert f"{slug}/discharge.yaml: questions[0].text: missing translation for es" in errors
-        assert f"{slug}/journey.yaml: rules[0].touchpoint: 'nowhere' is not a touchpoint of stage booking" in errors
+        # file:line: field: message
+        assert re.search(rf"{slug}/discharge\.yaml:\d+: questions\[0\]\.text: missing translation for es", errors)
+        assert re.search(rf"{slug}/journey\.yaml:\d+: rules\[0\]\.touchpoint: 'nowhere' is not a touchpoint "
+                         rf"of stage booking", errors)
         # Nothing was loaded, not even the valid journey beside it.
         assert db.session.scalar(select(Journey).where(Journey.slug.in_([slug, other]))) is None
 
