@@ -293,7 +293,8 @@ def jobs_run_once():
 @click.command()
 @with_appcontext
 def worker():
-    """Run the scheduler process (APScheduler): hospital-message intake, recovery, dispatch, reminders and expiry ticks."""
+    """Run the scheduler process (APScheduler): hospital-message intake, recovery, dispatch,
+    reminders and expiry ticks."""
     from apscheduler.schedulers.blocking import BlockingScheduler
 
     import jobs

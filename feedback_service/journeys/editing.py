@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import copy
 import re
-from datetime import time
+from datetime import time, timedelta
 
 from sqlalchemy import select
 
 from ..channels.base import MEDIA
 from ..errors import FieldErrors
 from ..extensions import db
+from ..scheduling.reminders import EXPIRY_MARGIN as REMINDER_EXPIRY_MARGIN
 from ..sqltypes import utcnow
 from ..staff.services import record
 from .library import SLUG_RE, publish_version
@@ -297,8 +298,10 @@ def rule_field_errors(fields: dict, allowed: tuple[time, time] | None = None,
             errors[name] = f"empty, or a whole number from 1 to {top}"
     ttl = fields.get("link_ttl_days") or default_ttl_days
     if "reminder_hours" not in errors and fields.get("reminder_hours") and _whole(ttl) \
-            and fields["reminder_hours"] >= ttl * 24:
-        errors["reminder_hours"] = f"must come before the link expires ({ttl} days)"
+            and timedelta(hours=fields["reminder_hours"]) > timedelta(days=ttl) - REMINDER_EXPIRY_MARGIN:
+        # The reminder job skips a reminder whose link is about to expire.
+        errors["reminder_hours"] = (f"must come at least {REMINDER_EXPIRY_MARGIN.total_seconds() / 3600:g} hours "
+                                    f"before the link expires ({ttl} days)")
     start, end = fields.get("window_start"), fields.get("window_end")
     if (start is None) != (end is None):
         errors["window_start"] = "give both ends of the sending hours, or neither"

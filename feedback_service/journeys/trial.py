@@ -10,6 +10,7 @@ from ..channels.messages import invitation_message
 from ..events.models import Event
 from ..extensions import db
 from ..patients.models import Patient
+from ..scheduling.reminders import EXPIRY_MARGIN
 from ..scheduling.rules import SendPolicy, next_send_time
 from ..scheduling.services import rule_window, schedule_invitation
 from ..security import new_token
@@ -65,6 +66,9 @@ def try_rule(rule: TriggerRule, sample: Sample, policy: SendPolicy, now, public_
         reminder = (next_send_time(invitation.send_at + timedelta(hours=rule.reminder_hours), tz.key,
                                    *rule_window(rule, policy))
                     if invitation.send_at and rule.reminder_hours else None)
+        if reminder and reminder > invitation.send_at + timedelta(days=invitation.link_ttl_days) - EXPIRY_MARGIN:
+            steps.append("No reminder: by the time sending hours allow one, the link would be about to expire.")
+            reminder = None
         message = None
         if invitation.channel:
             invitation.sent_to = patient.address(invitation.channel)

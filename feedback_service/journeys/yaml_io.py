@@ -63,8 +63,20 @@ def read_library(root: Path) -> tuple[list[tuple[LibraryFile, list[LibraryFile]]
     return journeys, errors
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Library files have no use for anchors and aliases, and nested aliases make a few hundred
+    bytes expand to billions of nodes (an "alias bomb"): they are refused where they appear."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(problem="anchors and aliases (& and *) are not allowed here",
+                                       problem_mark=event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def _parse(path: Path) -> LibraryFile:
-    loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+    loader = _NoAliasLoader(path.read_text(encoding="utf-8"))
     try:
         node = loader.get_single_node()
         return LibraryFile(path, loader.construct_document(node) if node is not None else None, node)

@@ -47,7 +47,7 @@ class AuditEntry(db.Model):
     # Kept as text too: the entry must still say who it was if the account is renamed.
     actor: Mapped[str] = mapped_column(db.String(254))
     action: Mapped[str] = mapped_column(db.String(60))
-    target: Mapped[str] = mapped_column(db.String(200))
+    target: Mapped[str] = mapped_column(db.String(600))  # up to journey/stage/touchpoint slugs, or an email
     before: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 

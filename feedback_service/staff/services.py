@@ -77,7 +77,8 @@ def update_user(user: StaffUser, actor: StaffUser | None, role: str | None = Non
     after = describe_user(user)
     if after != before or password:
         end_sessions(user)  # sessions opened under the old role or password end
-        record(actor, "user.update", f"user:{user.email}", before, {**after, **({"password": "changed"} if password else {})})
+        changed = {**after, "password": "changed"} if password else after
+        record(actor, "user.update", f"user:{user.email}", before, changed)
 
 
 def end_sessions(user: StaffUser) -> None:

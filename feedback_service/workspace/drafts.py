@@ -2,6 +2,8 @@
 the whole draft each time, and every button first keeps what was typed."""
 from __future__ import annotations
 
+import math
+
 from ..journeys.editing import blank_question
 from ..journeys.questions import QUESTION_TYPES, SCALES
 
@@ -45,7 +47,9 @@ def doc_from_form(form, doc: dict, locales: list[str]) -> dict:
                 score = _text(form, o + "score")
                 if score:
                     try:
-                        option["score"] = float(score) if "." in score else int(score)
+                        number = float(score) if "." in score or "e" in score.lower() else int(score)
+                        # inf and nan are not JSON (PostgreSQL refuses them): kept as typed instead
+                        option["score"] = number if math.isfinite(number) else score
                     except ValueError:
                         option["score"] = score  # kept as typed; publishing names it
                 q["options"].append(option)

@@ -16,6 +16,7 @@ SLUG = [DataRequired(), Length(max=80),
 NAME = [DataRequired(), Length(max=200)]
 HHMM = [Optional(), Regexp(r"^([01]\d|2[0-3]):[0-5]\d$", message="a time as HH:MM")]
 MEDIUM_CHOICES = [SelectChoice(m, {"sms": "Text message (SMS)", "email": "Email"}[m]) for m in MEDIA]
+HCAHPS_LABELS = {"skip": "Do not survey", "delay": "Survey after the HCAHPS window"}
 KIND_CHOICES = [SelectChoice(k, k.capitalize()) for k in TOUCHPOINT_KINDS]
 EVENT_LABELS = {"booking": "Booking", "discharge": "Discharge", "follow_up": "Follow-up"}
 
@@ -74,8 +75,7 @@ class RuleForm(FlaskForm):
     exclude_codes = TextAreaField("Never survey events with these codes (location, department, appointment "
                                   "or service type; one per line)", validators=[Optional(), Length(max=4000)])
     hcahps = SelectField("For HCAHPS-sampled inpatient discharges",
-                         choices=[SelectChoice(h, {"skip": "Do not survey", "delay": "Survey after the HCAHPS window"}[h])
-                                  for h in HCAHPS_HOLDS])
+                         choices=[SelectChoice(h, HCAHPS_LABELS[h]) for h in HCAHPS_HOLDS])
     active = BooleanField("Rule is on", default=True)
 
 

@@ -21,6 +21,7 @@ from ..journeys.editing import EditError
 from ..journeys.guidance import guidance
 from ..journeys.library import LibraryError
 from ..journeys.models import EVENT_TYPES, Journey, QuestionSet, Stage, Touchpoint
+from ..journeys.questions import content_hash
 from ..journeys.trial import Sample, try_rule
 from ..journeys.yaml_io import export_library, import_library
 from ..responses.forms import build_survey_form
@@ -42,6 +43,9 @@ bp.register_error_handler(403, forbidden)
 designer = role_required("designer")
 manager = role_required("manager", "admin")
 MAX_ARCHIVE_BYTES = 2 * 1024 * 1024
+# A library is a few dozen small files; these bounds keep a crafted zip from filling the disk.
+MAX_ARCHIVE_MEMBERS = 500
+MAX_LIBRARY_BYTES = 10 * 1024 * 1024
 
 
 def _journey(slug: str) -> Journey:
@@ -86,6 +90,8 @@ def journey(slug: str):
     qs_form.stage.choices = [SelectChoice(s.id, s.name) for s in j.stages if s.retired_at is None]
     status = 200
     submitted = request.form.get("form")
+    if request.method == "POST" and submitted not in ("settings", "stage", "question-set"):
+        abort(400)
     try:
         if submitted == "settings" and settings.validate_on_submit():
             editing.update_journey(current_user, j, settings.name.data, editing.parse_locales(settings.locales.data),
@@ -133,9 +139,10 @@ def change(kind: str, thing_id: int, verb: str):
         elif kind != "journey":
             editing.move(current_user, thing, -1 if verb == "up" else 1)
         db.session.commit()
-    journey = _journey_of(thing)
-    return redirect(url_for("workspace.journeys") if kind == "journey"
-                    else url_for("workspace.journey", slug=journey.slug) + f"#stage-{getattr(thing, 'stage', thing).id}")
+    if kind == "journey":
+        return redirect(url_for("workspace.journeys"))
+    stage = thing.stage if kind == "touchpoint" else thing
+    return redirect(url_for("workspace.journey", slug=stage.journey.slug) + f"#stage-{stage.id}")
 
 
 @bp.route("/<any(stage,touchpoint):kind>/<int:thing_id>/edit", methods=["GET", "POST"])
@@ -191,6 +198,13 @@ def question_set(qs_id: int):
         if not form.validate_on_submit():
             abort(400)
         action = request.form.get("action", "save")
+        revision = request.form.get("revision")
+        if revision is not None and revision != content_hash(doc):
+            # Another window (or a colleague) saved since this page was opened: the fields are
+            # read by position, so saving them would blank or scramble that work.
+            flash("This question set was changed in another window since you opened this page. Nothing was "
+                  "saved: this is the latest version; make your change again.", "error")
+            return render_template("workspace/question_set.html", **_editor(qs, doc, None)), 409
         if action == "discard":
             editing.discard_draft(current_user, qs)
             db.session.commit()
@@ -224,7 +238,8 @@ def _anchor(action: str) -> str:
 def _editor(qs: QuestionSet, doc: dict, errors: dict | None) -> dict:
     locales = qs.stage.journey.locales
     problems = errors if errors is not None else editing.publishing_errors(qs)
-    return {"qs": qs, "doc": doc, "locales": locales, "form": ConfirmForm(), "problems": problems,
+    return {"qs": qs, "doc": doc, "revision": content_hash(doc), "locales": locales, "form": ConfirmForm(),
+            "problems": problems,
             "missing": {k: v for k, v in problems.items() if "missing translation" in v},
             "advice": guidance(doc, locales, current_app.config["FEEDBACK_READING_GRADE_TARGET"]),
             "versions": list(reversed(qs.versions)), "journey": qs.stage.journey,
@@ -335,7 +350,11 @@ def _try(rule, form: TrialForm):
     except (ZoneInfoNotFoundError, ValueError):
         form.timezone.errors = ["an IANA time zone, e.g. America/Chicago"]
         return None
-    sample = Sample(occurred_at=form.occurred_at.data.replace(tzinfo=tz), phone=form.phone.data or None,
+    occurred = form.occurred_at.data.replace(tzinfo=tz)
+    if abs(occurred - utcnow()) > timedelta(days=366):
+        form.occurred_at.errors = ["within a year of today"]
+        return None
+    sample = Sample(occurred_at=occurred, phone=form.phone.data or None,
                     email=form.email.data or None, consent_sms=form.consent_sms.data,
                     consent_email=form.consent_email.data, locale=form.locale.data, timezone=tz_name,
                     codes=[c.strip() for c in (form.codes.data or "").split(",") if c.strip()])
@@ -366,18 +385,14 @@ def _import_archive(upload) -> list[str] | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
-                for member in archive.infolist():
-                    path = PurePosixPath(member.filename)
-                    # Only YAML files in journey folders: no absolute paths, no "..", nothing else.
-                    if member.is_dir() or path.is_absolute() or ".." in path.parts or path.suffix != ".yaml":
-                        continue
-                    if member.file_size > MAX_ARCHIVE_BYTES:
-                        return [f"{member.filename}: too large"]
-                    target = Path(tmp, *path.parts[-2:])
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(archive.read(member))
+                files, errors = _library_files(archive)
         except zipfile.BadZipFile:
             return ["the file is not a zip archive"]
+        if errors:
+            return errors
+        for (folder, name), content in files.items():
+            Path(tmp, folder).mkdir(exist_ok=True)
+            Path(tmp, folder, name).write_bytes(content)
         try:
             summary = import_library(Path(tmp))
         except LibraryError as exc:
@@ -387,6 +402,37 @@ def _import_archive(upload) -> list[str] | None:
         db.session.commit()
         flash(f"Imported {summary['journeys']} journeys; {summary['published']} question-set versions published.")
         return None
+
+
+def _library_files(archive: zipfile.ZipFile) -> tuple[dict[tuple[str, str], bytes], list[str]]:
+    """{(journey folder, file name): content} of the archive's YAML files, as the export lays them
+    out (journey/file.yaml, or under one top folder), read within bounds; or the errors."""
+    members = [m for m in archive.infolist() if not m.is_dir()]
+    if len(members) > MAX_ARCHIVE_MEMBERS:
+        return {}, [f"the archive holds more than {MAX_ARCHIVE_MEMBERS} files"]
+    paths = {m.filename: PurePosixPath(m.filename) for m in members}
+    tops = {p.parts[0] for p in paths.values() if len(p.parts) == 3}
+    files, errors, total = {}, [], 0
+    for member in members:
+        path = paths[member.filename]
+        if path.suffix != ".yaml":
+            continue
+        if path.is_absolute() or ".." in path.parts or not (
+                len(path.parts) == 2 or (len(path.parts) == 3 and len(tops) == 1)):
+            errors.append(f"{member.filename}: not where a library file goes (journey-folder/file.yaml)")
+            continue
+        target = path.parts[-2:]
+        if target in files:
+            errors.append(f"{member.filename}: a second {'/'.join(target)}")
+            continue
+        # Read at most what is left of the budget: the sizes a zip declares can lie.
+        with archive.open(member) as fh:
+            content = fh.read(MAX_LIBRARY_BYTES - total + 1)
+        total += len(content)
+        if total > MAX_LIBRARY_BYTES:
+            return {}, [f"the library unpacks to more than {MAX_LIBRARY_BYTES // 1024 // 1024} MB"]
+        files[target] = content
+    return files, errors
 
 
 @bp.get("/library/export.zip")

@@ -36,7 +36,7 @@ def upgrade():
     sa.Column('actor_id', sa.Integer(), nullable=True),
     sa.Column('actor', sa.String(length=254), nullable=False),
     sa.Column('action', sa.String(length=60), nullable=False),
-    sa.Column('target', sa.String(length=200), nullable=False),
+    sa.Column('target', sa.String(length=600), nullable=False),
     sa.Column('before', sa.JSON(), nullable=True),
     sa.Column('after', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['actor_id'], ['staff_users.id'], name=op.f('fk_audit_log_actor_id_staff_users')),
