@@ -76,6 +76,7 @@ def surveys_import(directory):
     from .extensions import db
     from .journeys.library import LibraryError
     from .journeys.yaml_io import import_library
+    from .staff.services import record
 
     try:
         summary = import_library(directory)
@@ -84,6 +85,7 @@ def surveys_import(directory):
         for error in exc.errors:
             click.echo(error, err=True)
         raise click.ClickException(f"{len(exc.errors)} errors in {directory}; nothing imported")
+    record(None, "library.import", "library", None, {**summary, "from": str(directory)})  # as the workspace's
     db.session.commit()
     click.echo(f"{summary['journeys']} journeys imported from {directory}, "
                f"{summary['published']} question-set versions published")

@@ -17,6 +17,7 @@ from feedback_service.journeys.library import LibraryError
 from feedback_service.journeys.models import (Journey, QuestionSet, QuestionSetVersion, Stage, Touchpoint,
                                               TriggerRule)
 from feedback_service.journeys.yaml_io import HEADER, SMS_NOTE, export_library, import_library
+from feedback_service.staff.models import AuditEntry
 from tests.conftest import uid
 from tests.scratch import scratch_database
 
@@ -453,6 +454,9 @@ def test_the_commands_import_export_and_refuse_leaving_the_database_as_it_was(ap
     assert result.stdout == f"1 journeys imported from {tmp_path / 'good'}, 2 question-set versions published\n"
     with app.app_context():
         before, rows = state(slug), counts()
+        entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "library.import")
+                                  .order_by(AuditEntry.id.desc()).limit(1))
+        assert (entry.actor, entry.after["from"]) == ("command line", str(tmp_path / "good"))
 
     bad = tmp_path / "bad"
     write_journey(bad, slug, journey_yaml=("delay_minutes: 2880", "delay_minutes: -5"),
