@@ -63,22 +63,29 @@ def read_library(root: Path) -> tuple[list[tuple[LibraryFile, list[LibraryFile]]
     return journeys, errors
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """Library files have no use for anchors and aliases, and nested aliases make a few hundred
-    bytes expand to billions of nodes (an "alias bomb"): they are refused where they appear."""
+# Far beyond any library file. Aliases (*a) are fine (PyYAML writes them for repeated lists), but
+# nested ones make a few hundred bytes stand for billions of nodes (an "alias bomb"), which every
+# walk over the document would then visit.
+MAX_EXPANDED_NODES = 100_000
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent) or getattr(self.peek_event(), "anchor", None):
-            event = self.peek_event()
-            raise yaml.MarkedYAMLError(problem="anchors and aliases (& and *) are not allowed here",
-                                       problem_mark=event.start_mark)
-        return super().compose_node(parent, index)
+
+def _expanded_size(node: yaml.Node, memo: dict) -> int:
+    """How many nodes the document has once every alias is expanded (memoised: linear time)."""
+    if id(node) not in memo:
+        memo[id(node)] = 0  # a recursive alias counts once
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        memo[id(node)] = min(1 + sum(_expanded_size(child, memo) for child in children), MAX_EXPANDED_NODES + 1)
+    return memo[id(node)]
 
 
 def _parse(path: Path) -> LibraryFile:
-    loader = _NoAliasLoader(path.read_text(encoding="utf-8"))
+    loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
     try:
         node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_EXPANDED_NODES:
+            raise yaml.MarkedYAMLError(problem=f"expands to more than {MAX_EXPANDED_NODES} values "
+                                               "(anchors and aliases nested too deep)", problem_mark=node.start_mark)
         return LibraryFile(path, loader.construct_document(node) if node is not None else None, node)
     finally:
         loader.dispose()

@@ -47,7 +47,7 @@ def doc_from_form(form, doc: dict, locales: list[str]) -> dict:
                 score = _text(form, o + "score")
                 if score:
                     try:
-                        number = float(score) if "." in score or "e" in score.lower() else int(score)
+                        number = float(score) if "." in score else int(score)
                         # inf and nan are not JSON (PostgreSQL refuses them): kept as typed instead
                         option["score"] = number if math.isfinite(number) else score
                     except ValueError:

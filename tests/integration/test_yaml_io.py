@@ -374,7 +374,8 @@ REFUSED = {  # case: (file, (text, replacement)..., the line the error names hol
     "reminder after the link expires": ("journey.yaml",
                                         ("delay_minutes: 2880\n", "delay_minutes: 2880\n    reminder_hours: 400\n"),
                                         "reminder_hours: 400",
-                                        "rules[1].reminder_hours: must come before the link expires (14 days)"),
+                                        "rules[1].reminder_hours: must come at least 12 hours before the link "
+                                        "expires (14 days)"),
     "delay given twice": ("journey.yaml", ("delay_minutes: 2880\n", "delay_minutes: 2880\n    delay_minutes: 5\n"),
                           "delay_minutes: 5", "rules[1].delay_minutes: given twice; only one is kept"),
     "window backwards": ("journey.yaml", ('window_start: "09:30"', 'window_start: "19:30"'), 'window_start: "19:30"',
