@@ -3,23 +3,17 @@ an audit entry to the same transaction. Callers commit (or roll back on EditErro
 from __future__ import annotations
 
 import copy
-import re
-from datetime import time, timedelta
+from datetime import time
 
 from sqlalchemy import select
 
-from ..channels.base import MEDIA
 from ..errors import FieldErrors
 from ..extensions import db
-from ..scheduling.reminders import EXPIRY_MARGIN as REMINDER_EXPIRY_MARGIN
 from ..sqltypes import utcnow
 from ..staff.services import record
-from .library import SLUG_RE, publish_version
-from .models import EVENT_TYPES, HCAHPS_HOLDS, TOUCHPOINT_KINDS, Journey, QuestionSet, Stage, Touchpoint, TriggerRule
+from .library import SLUG_RE, apply_rule, locale_errors, name_errors, publish_version, rule_field_errors
+from .models import TOUCHPOINT_KINDS, Journey, QuestionSet, Stage, Touchpoint, TriggerRule
 from .questions import QuestionSetError, validate_question_set
-
-LOCALE_RE = SLUG_RE  # "en", "es", "pt-br": lower-case tags
-
 
 class EditError(FieldErrors):
     """A workspace change refused."""
@@ -28,10 +22,6 @@ class EditError(FieldErrors):
 def _require(errors: dict[str, str]) -> None:
     if errors:
         raise EditError(errors)
-
-
-def _name_errors(name: str) -> dict[str, str]:
-    return {} if (name or "").strip() and len(name) <= 200 else {"name": "required, at most 200 characters"}
 
 
 def _slug_errors(slug: str, taken) -> dict[str, str]:
@@ -55,15 +45,9 @@ def parse_locales(text: str) -> list[str]:
     return [part.strip().lower() for part in (text or "").replace(",", " ").split() if part.strip()]
 
 
-def _locale_errors(locales: list[str]) -> dict[str, str]:
-    if not locales or not all(LOCALE_RE.fullmatch(x) for x in locales) or len(set(locales)) != len(locales):
-        return {"locales": "one or more distinct locale codes, the fallback first (en es)"}
-    return {}
-
-
 def create_journey(actor, slug: str, name: str, locales: list[str]) -> Journey:
     taken = set(db.session.scalars(select(Journey.slug)))
-    _require({**_slug_errors(slug, taken), **_name_errors(name), **_locale_errors(locales)})
+    _require({**_slug_errors(slug, taken), **name_errors(name), **locale_errors(locales)})
     journey = Journey(slug=slug, name=name.strip(), locales=locales)
     db.session.add(journey)
     db.session.flush()
@@ -72,12 +56,12 @@ def create_journey(actor, slug: str, name: str, locales: list[str]) -> Journey:
 
 
 def update_journey(actor, journey: Journey, name: str, locales: list[str], hcahps_sampled: bool) -> None:
-    errors = {**_name_errors(name), **_locale_errors(locales)}
+    errors = {**name_errors(name), **locale_errors(locales)}
     dropped = [x for x in journey.locales if x not in locales]
     if dropped and not errors:
         # A published set has texts for every locale; dropping one would leave versions that no
         # longer match their journey. Adding one is fine: drafts flag the missing translations.
-        in_use = [qs.key for st in journey.stages for qs in _sets_of(st) if qs.current]
+        in_use = [qs.key for qs in journey.question_sets if qs.current]
         if in_use:
             errors["locales"] = f"{', '.join(dropped)} cannot be removed: published question sets use it"
     _require(errors)
@@ -108,7 +92,7 @@ def _target(thing) -> str:
 
 
 def add_stage(actor, journey: Journey, slug: str, name: str) -> Stage:
-    _require({**_slug_errors(slug, {s.slug for s in journey.stages}), **_name_errors(name)})
+    _require({**_slug_errors(slug, {s.slug for s in journey.stages}), **name_errors(name)})
     stage = Stage(slug=slug, name=name.strip(), position=len(journey.stages))
     journey.stages.append(stage)
     db.session.flush()
@@ -117,7 +101,7 @@ def add_stage(actor, journey: Journey, slug: str, name: str) -> Stage:
 
 
 def add_touchpoint(actor, stage: Stage, slug: str, name: str, kind: str) -> Touchpoint:
-    errors = {**_slug_errors(slug, {t.slug for t in stage.touchpoints}), **_name_errors(name)}
+    errors = {**_slug_errors(slug, {t.slug for t in stage.touchpoints}), **name_errors(name)}
     if kind not in TOUCHPOINT_KINDS:
         errors["kind"] = f"one of {', '.join(TOUCHPOINT_KINDS)}"
     _require(errors)
@@ -129,7 +113,7 @@ def add_touchpoint(actor, stage: Stage, slug: str, name: str, kind: str) -> Touc
 
 
 def rename(actor, thing, name: str, kind: str | None = None) -> None:
-    errors = _name_errors(name)
+    errors = name_errors(name)
     if kind is not None and kind not in TOUCHPOINT_KINDS:
         errors["kind"] = f"one of {', '.join(TOUCHPOINT_KINDS)}"
     _require(errors)
@@ -160,11 +144,6 @@ def move(actor, thing, step: int) -> None:
 
 # Question sets --------------------------------------------------------------------------------
 
-def _sets_of(stage: Stage) -> list[QuestionSet]:
-    return list(db.session.scalars(select(QuestionSet).where(QuestionSet.stage_id == stage.id)
-                                   .order_by(QuestionSet.key)))
-
-
 def blank_set(key: str, stage: Stage, locales: list[str]) -> dict:
     return {"key": key, "stage": stage.slug, "title": {loc: "" for loc in locales},
             "questions": [blank_question("rating", 1, locales)]}
@@ -183,7 +162,7 @@ def blank_question(qtype: str, n: int, locales: list[str]) -> dict:
 
 
 def create_question_set(actor, stage: Stage, key: str) -> QuestionSet:
-    taken = {qs.key for st in stage.journey.stages for qs in _sets_of(st)}
+    taken = {qs.key for qs in stage.journey.question_sets}
     errors = {"key": e for e in _slug_errors(key, taken).values()}
     if stage.retired_at is not None:
         errors["stage"] = "this stage is retired"
@@ -255,15 +234,12 @@ def describe_rule(rule: TriggerRule) -> dict:
             "exclude_codes": list(rule.exclude_codes or []), "hcahps": rule.hcahps, "active": rule.active}
 
 
-HHMM_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
-
-
 def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | None = None,
                 default_ttl_days: int | None = None) -> dict[str, str]:
     """Check a rule's fields (as describe_rule names them) against the journey, then on their own
     (rule_field_errors); no database writes."""
     errors = {}
-    qs = next((q for st in journey.stages for q in _sets_of(st) if q.key == fields.get("question_set")), None)
+    qs = journey.question_set(fields.get("question_set"))
     if qs is None:
         errors["question_set"] = "a question set of this journey"
     elif qs.current is None:
@@ -276,53 +252,6 @@ def rule_errors(journey: Journey, fields: dict, allowed: tuple[time, time] | Non
     elif qs.stage.touchpoint(fields["touchpoint"]).retired_at is not None:
         errors["touchpoint"] = "this touchpoint is retired"
     return {**errors, **rule_field_errors(fields, allowed, default_ttl_days)}
-
-
-def rule_field_errors(fields: dict, allowed: tuple[time, time] | None = None,
-                      default_ttl_days: int | None = None) -> dict[str, str]:
-    """The checks of a rule's own fields, against the service-wide sending hours its own must lie
-    within and the default link lifetime, when given (the YAML loader's too)."""
-    errors = {}
-    if fields.get("event") not in EVENT_TYPES:
-        errors["event"] = f"one of {', '.join(EVENT_TYPES)}"
-    delay = fields.get("delay_minutes")
-    if not _whole(delay) or not 0 <= delay <= 60 * 24 * 365:
-        errors["delay_minutes"] = "0 minutes to a year"
-    channels = fields.get("channels")
-    if not (isinstance(channels, list) and channels and len(set(channels)) == len(channels)
-            and all(c in MEDIA for c in channels)):
-        errors["channels"] = f"one or more of {', '.join(MEDIA)}, in order of preference, each once"
-    for name, top in (("reminder_hours", 24 * 30), ("link_ttl_days", 90), ("fatigue_days", 365)):
-        value = fields.get(name)
-        if value is not None and (not _whole(value) or not 1 <= value <= top):
-            errors[name] = f"empty, or a whole number from 1 to {top}"
-    ttl = fields.get("link_ttl_days") or default_ttl_days
-    if "reminder_hours" not in errors and fields.get("reminder_hours") and _whole(ttl) \
-            and timedelta(hours=fields["reminder_hours"]) > timedelta(days=ttl) - REMINDER_EXPIRY_MARGIN:
-        # The reminder job skips a reminder whose link is about to expire.
-        errors["reminder_hours"] = (f"must come at least {REMINDER_EXPIRY_MARGIN.total_seconds() / 3600:g} hours "
-                                    f"before the link expires ({ttl} days)")
-    start, end = fields.get("window_start"), fields.get("window_end")
-    if (start is None) != (end is None):
-        errors["window_start"] = "give both ends of the sending hours, or neither"
-    elif start is not None:
-        if not all(isinstance(t, str) and HHMM_RE.fullmatch(t) for t in (start, end)):
-            errors["window_start"] = "times as HH:MM"
-        elif time.fromisoformat(start) >= time.fromisoformat(end):
-            errors["window_start"] = "the start must come before the end"
-        elif allowed and (time.fromisoformat(start) < allowed[0] or time.fromisoformat(end) > allowed[1]):
-            errors["window_start"] = (f"must lie within the service's sending hours, "
-                                      f"{allowed[0]:%H:%M} to {allowed[1]:%H:%M}")
-    codes = fields.get("exclude_codes")
-    if not isinstance(codes, list) or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in codes):
-        errors["exclude_codes"] = "a list of codes"
-    if fields.get("hcahps", "skip") not in HCAHPS_HOLDS:
-        errors["hcahps"] = f"one of {', '.join(HCAHPS_HOLDS)}"
-    return errors
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def save_rule(actor, journey: Journey, fields: dict, allowed: tuple[time, time] | None = None,
@@ -341,19 +270,3 @@ def save_rule(actor, journey: Journey, fields: dict, allowed: tuple[time, time] 
     if after != before:
         record(actor, "rule.save", f"journey:{journey.slug}/rule:{rule.event_type}", before, after)
     return rule
-
-
-def apply_rule(rule: TriggerRule, journey: Journey, fields: dict) -> None:
-    """Set a rule's columns from checked fields (also used by the library loader)."""
-    qs = next(q for st in journey.stages for q in _sets_of(st) if q.key == fields["question_set"])
-    rule.question_set = qs
-    rule.default_touchpoint = qs.stage.touchpoint(fields["touchpoint"])
-    rule.delay_minutes = fields["delay_minutes"]
-    rule.channels = list(fields["channels"])
-    rule.reminder_hours = fields.get("reminder_hours")
-    rule.link_ttl_days = fields.get("link_ttl_days")
-    rule.fatigue_days = fields.get("fatigue_days")
-    rule.window_start, rule.window_end = fields.get("window_start"), fields.get("window_end")
-    rule.exclude_codes = list(fields.get("exclude_codes") or [])
-    rule.hcahps = fields.get("hcahps", "skip")
-    rule.active = fields.get("active", True)

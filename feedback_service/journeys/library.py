@@ -8,17 +8,21 @@ whose content changed gets a new published version; an unchanged one is left alo
 from __future__ import annotations
 
 import re
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 
 from sqlalchemy import select
 
+from ..channels.base import MEDIA
 from ..extensions import db
+from ..scheduling.reminders import EXPIRY_MARGIN as REMINDER_EXPIRY_MARGIN
 from ..sqltypes import utcnow
-from .models import TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage, Touchpoint, TriggerRule
+from .models import (EVENT_TYPES, HCAHPS_HOLDS, TOUCHPOINT_KINDS, Journey, QuestionSet, QuestionSetVersion, Stage,
+                     Touchpoint, TriggerRule)
 from .questions import QuestionSetError, content_hash, validate_question_set
 
 SLUG_RE = re.compile(r"[a-z][a-z0-9-]{0,79}")
+LOCALE_RE = SLUG_RE  # "en", "es", "pt-br": lower-case tags
 
 # The fields each part of the files may have, in the order an export writes them.
 JOURNEY_FIELDS = ("slug", "name", "default", "locales", "hcahps_sampled", "retired", "stages", "rules")
@@ -35,6 +39,84 @@ OPTION_FIELDS = ("value", "score", "label")
 
 # (file, field path such as "questions[1].text" or "" for the whole file, message)
 Problem = tuple[Path, str, str]
+
+
+# Checks shared by the workspace (editing.py) and the files, and setting a rule from checked fields.
+
+def name_errors(name: str) -> dict[str, str]:
+    return {} if (name or "").strip() and len(name) <= 200 else {"name": "required, at most 200 characters"}
+
+
+def locale_errors(locales: list[str]) -> dict[str, str]:
+    if not locales or not all(LOCALE_RE.fullmatch(x) for x in locales) or len(set(locales)) != len(locales):
+        return {"locales": "one or more distinct locale codes, the fallback first (en es)"}
+    return {}
+
+
+HHMM_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+
+
+def rule_field_errors(fields: dict, allowed: tuple[time, time] | None = None,
+                      default_ttl_days: int | None = None) -> dict[str, str]:
+    """The checks of a rule's own fields, against the service-wide sending hours its own must lie
+    within and the default link lifetime, when given (the YAML loader's too)."""
+    errors = {}
+    if fields.get("event") not in EVENT_TYPES:
+        errors["event"] = f"one of {', '.join(EVENT_TYPES)}"
+    delay = fields.get("delay_minutes")
+    if not _whole(delay) or not 0 <= delay <= 60 * 24 * 365:
+        errors["delay_minutes"] = "0 minutes to a year"
+    channels = fields.get("channels")
+    if not (isinstance(channels, list) and channels and len(set(channels)) == len(channels)
+            and all(c in MEDIA for c in channels)):
+        errors["channels"] = f"one or more of {', '.join(MEDIA)}, in order of preference, each once"
+    for name, top in (("reminder_hours", 24 * 30), ("link_ttl_days", 90), ("fatigue_days", 365)):
+        value = fields.get(name)
+        if value is not None and (not _whole(value) or not 1 <= value <= top):
+            errors[name] = f"empty, or a whole number from 1 to {top}"
+    ttl = fields.get("link_ttl_days") or default_ttl_days
+    if "reminder_hours" not in errors and fields.get("reminder_hours") and _whole(ttl) \
+            and timedelta(hours=fields["reminder_hours"]) > timedelta(days=ttl) - REMINDER_EXPIRY_MARGIN:
+        # The reminder job skips a reminder whose link is about to expire.
+        errors["reminder_hours"] = (f"must come at least {REMINDER_EXPIRY_MARGIN.total_seconds() / 3600:g} hours "
+                                    f"before the link expires ({ttl} days)")
+    start, end = fields.get("window_start"), fields.get("window_end")
+    if (start is None) != (end is None):
+        errors["window_start"] = "give both ends of the sending hours, or neither"
+    elif start is not None:
+        if not all(isinstance(t, str) and HHMM_RE.fullmatch(t) for t in (start, end)):
+            errors["window_start"] = "times as HH:MM"
+        elif time.fromisoformat(start) >= time.fromisoformat(end):
+            errors["window_start"] = "the start must come before the end"
+        elif allowed and (time.fromisoformat(start) < allowed[0] or time.fromisoformat(end) > allowed[1]):
+            errors["window_start"] = (f"must lie within the service's sending hours, "
+                                      f"{allowed[0]:%H:%M} to {allowed[1]:%H:%M}")
+    codes = fields.get("exclude_codes")
+    if not isinstance(codes, list) or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in codes):
+        errors["exclude_codes"] = "a list of codes"
+    if fields.get("hcahps", "skip") not in HCAHPS_HOLDS:
+        errors["hcahps"] = f"one of {', '.join(HCAHPS_HOLDS)}"
+    return errors
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def apply_rule(rule: TriggerRule, journey: Journey, fields: dict) -> None:
+    """Set a rule's columns from checked fields (also used by the library loader)."""
+    qs = journey.question_set(fields["question_set"])
+    rule.question_set = qs
+    rule.default_touchpoint = qs.stage.touchpoint(fields["touchpoint"])
+    rule.delay_minutes = fields["delay_minutes"]
+    rule.channels = list(fields["channels"])
+    rule.reminder_hours = fields.get("reminder_hours")
+    rule.link_ttl_days = fields.get("link_ttl_days")
+    rule.fatigue_days = fields.get("fatigue_days")
+    rule.window_start, rule.window_end = fields.get("window_start"), fields.get("window_end")
+    rule.exclude_codes = list(fields.get("exclude_codes") or [])
+    rule.hcahps = fields.get("hcahps", "skip")
+    rule.active = fields.get("active", True)
 
 
 class LibraryError(ValueError):
@@ -69,8 +151,6 @@ def _check_journey(path: Path, doc, sets: list[tuple[Path, object]], existing: J
                    allowed: tuple[time, time] | None = None, default_ttl_days: int | None = None) -> list[Problem]:
     """One journey file and its question-set files; `existing` is the journey as the database has it.
     What a file restates unchanged from the database is never refused (an export imports again)."""
-    from .editing import _locale_errors, _name_errors, _sets_of  # editing builds on this module
-
     if not isinstance(doc, dict):
         return [(path, "", "must be a mapping (slug, name, locales, stages, rules)")]
     errs: list[Problem] = []
@@ -84,12 +164,12 @@ def _check_journey(path: Path, doc, sets: list[tuple[Path, object]], existing: J
         err("slug", "must be a lower-case slug")
     elif slug != path.parent.name:
         err("slug", f"must be the journey's folder name, {path.parent.name}")
-    for message in _name_errors(_str(doc.get("name"))).values():
+    for message in name_errors(_str(doc.get("name"))).values():
         err("name", message)
     locales = doc.get("locales")
     if not (isinstance(locales, list) and all(isinstance(x, str) for x in locales)):
         locales = []
-    for message in _locale_errors(locales).values():
+    for message in locale_errors(locales).values():
         err("locales", message)
     for flag in ("default", "hcahps_sampled", "retired"):
         _check_flag(doc, flag, "", err)
@@ -107,7 +187,7 @@ def _check_journey(path: Path, doc, sets: list[tuple[Path, object]], existing: J
             continue
         _unknown_fields(st, STAGE_FIELDS, at, err)
         stage_slug = _slug(st, at, touchpoints_of, err)
-        for message in _name_errors(_str(st.get("name"))).values():
+        for message in name_errors(_str(st.get("name"))).values():
             err(f"{at}.name", message)
         _check_flag(st, "retired", at, err)
         tps = st.get("touchpoints")
@@ -122,7 +202,7 @@ def _check_journey(path: Path, doc, sets: list[tuple[Path, object]], existing: J
                 continue
             _unknown_fields(tp, TOUCHPOINT_FIELDS, tp_at, err)
             tp_slug = _slug(tp, tp_at, tp_docs, err)
-            for message in _name_errors(_str(tp.get("name"))).values():
+            for message in name_errors(_str(tp.get("name"))).values():
                 err(f"{tp_at}.name", message)
             if tp.get("kind") not in TOUCHPOINT_KINDS:
                 err(f"{tp_at}.kind", f"one of {', '.join(TOUCHPOINT_KINDS)}")
@@ -132,7 +212,7 @@ def _check_journey(path: Path, doc, sets: list[tuple[Path, object]], existing: J
         if stage_slug is not None:
             touchpoints_of[stage_slug] = tp_docs
 
-    sets_in_db = {qs.key: qs for st in (existing.stages if existing else []) for qs in _sets_of(st)}
+    sets_in_db = {qs.key: qs for qs in existing.question_sets} if existing else {}
     set_stage: dict[str, str] = {}  # question-set key -> its stage's slug, for the sets the files publish
     for qpath, qs in sets:
         if not isinstance(qs, dict):
@@ -206,8 +286,6 @@ _WINDOW = ("window_start", "window_end")
 
 def _rule_errors(rule: dict, allowed: tuple[time, time] | None, default_ttl_days: int | None) -> dict[str, str]:
     """The workspace's checks of a rule's fields (editing.rule_errors), as a file gives them."""
-    from .editing import rule_field_errors  # editing builds on this module
-
     fields = {**RULE_DEFAULTS, **rule}
     # rule_errors puts channels in a set: a list of mappings goes in as a value it refuses instead.
     if isinstance(fields.get("channels"), list) and not all(isinstance(c, str) for c in fields["channels"]):
@@ -302,8 +380,6 @@ def _retired(at, doc: dict):
 
 
 def _upsert_journey(doc: dict, sets: list[dict]) -> int:
-    from .editing import apply_rule  # editing builds on this module
-
     journey = db.session.scalar(select(Journey).where(Journey.slug == doc["slug"]))
     if journey is None:
         journey = Journey(slug=doc["slug"])
@@ -347,8 +423,7 @@ def _upsert_journey(doc: dict, sets: list[dict]) -> int:
     published = 0
     for qs_doc in sets:
         stage = journey.stage(qs_doc["stage"])
-        qs = db.session.scalar(select(QuestionSet).where(QuestionSet.stage_id == stage.id,
-                                                        QuestionSet.key == qs_doc["key"]))
+        qs = journey.question_set(qs_doc["key"])
         if qs is None:
             qs = QuestionSet(stage=stage, key=qs_doc["key"])
             db.session.add(qs)

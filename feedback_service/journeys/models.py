@@ -37,6 +37,14 @@ class Journey(db.Model):
     def stage(self, slug: str) -> "Stage | None":
         return next((s for s in self.stages if s.slug == slug), None)
 
+    @property
+    def question_sets(self) -> list["QuestionSet"]:
+        """Every stage's question sets, in journey order (set keys are unique in a journey)."""
+        return [qs for st in self.stages for qs in st.question_sets]
+
+    def question_set(self, key) -> "QuestionSet | None":
+        return next((qs for qs in self.question_sets if qs.key == key), None)
+
     def locale_for(self, wanted: str | None) -> str:
         """Best journey locale for a patient's locale tag ("es-MX" -> "es")."""
         if wanted:
@@ -62,6 +70,7 @@ class Stage(db.Model):
     touchpoints: Mapped[list["Touchpoint"]] = relationship(
         back_populates="stage", order_by="Touchpoint.position", cascade="all, delete-orphan"
     )
+    question_sets: Mapped[list["QuestionSet"]] = relationship(back_populates="stage", order_by="QuestionSet.key")
 
     def touchpoint(self, slug: str) -> "Touchpoint | None":
         return next((t for t in self.touchpoints if t.slug == slug), None)
@@ -94,7 +103,7 @@ class QuestionSet(db.Model):
     draft: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     draft_updated_at = mapped_column(UTCDateTime, nullable=True)
 
-    stage: Mapped[Stage] = relationship()
+    stage: Mapped[Stage] = relationship(back_populates="question_sets")
     versions: Mapped[list["QuestionSetVersion"]] = relationship(
         back_populates="question_set", order_by="QuestionSetVersion.version"
     )

@@ -112,11 +112,9 @@ def journey(slug: str):
         show_errors({"settings": settings, "stage": stage_form, "question-set": qs_form}[submitted], exc.errors)
     if request.method == "POST":
         status = 422
-    sets = {s.id: list(db.session.scalars(select(QuestionSet).where(QuestionSet.stage_id == s.id)
-                                          .order_by(QuestionSet.key))) for s in j.stages}
     rules = {r.event_type: r for r in j.rules}
     return render_template("workspace/journey.html", journey=j, settings=settings, stage_form=stage_form,
-                           qs_form=qs_form, sets=sets, rules=rules, event_types=event_choices(),
+                           qs_form=qs_form, rules=rules, event_types=event_choices(),
                            touchpoint_form=TouchpointForm(prefix="tp"), confirm=ConfirmForm()), status
 
 
@@ -299,8 +297,7 @@ def _rule_form(j: Journey, rule) -> RuleForm:
     live = [s for s in j.stages if s.retired_at is None]
     form.question_set.choices = [
         SelectChoice(qs.key, f"{qs.key} ({s.name}{'' if qs.current else ', not yet published'})")
-        for s in live for qs in db.session.scalars(
-            select(QuestionSet).where(QuestionSet.stage_id == s.id).order_by(QuestionSet.key))]
+        for s in live for qs in s.question_sets]
     form.touchpoint.choices = [SelectChoice(t.slug, t.name, optgroup=s.name)
                                for s in live for t in s.touchpoints if t.retired_at is None]
     return form

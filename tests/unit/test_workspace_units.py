@@ -527,14 +527,14 @@ def test_renaming_to_the_same_name_is_not_recorded(ctx):
 
 
 def test_publishing_the_current_content_again_makes_no_version(journey):
-    qs = next(q for s in journey.stages for q in editing._sets_of(s) if q.key == "booking")
+    qs = journey.question_set("booking")
     editing.save_draft(None, qs, editing.working_copy(qs))
     assert editing.publish(None, qs) is None
     assert [v.version for v in qs.versions] == [1] and qs.draft is None
 
 
 def test_publishing_a_change_makes_the_next_version_and_keeps_the_old(journey):
-    qs = next(q for s in journey.stages for q in editing._sets_of(s) if q.key == "booking")
+    qs = journey.question_set("booking")
     v1 = copy.deepcopy(qs.current.content)
     doc = editing.working_copy(qs)
     doc["questions"][0]["text"]["en"] = "Booking was easy."
@@ -545,7 +545,7 @@ def test_publishing_a_change_makes_the_next_version_and_keeps_the_old(journey):
 
 
 def test_publishing_an_incomplete_draft_is_refused_and_keeps_it(journey):
-    qs = next(q for s in journey.stages for q in editing._sets_of(s) if q.key == "booking")
+    qs = journey.question_set("booking")
     doc = editing.working_copy(qs)
     doc["questions"][1]["text"]["es"] = ""
     editing.save_draft(None, qs, doc)
