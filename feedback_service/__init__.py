@@ -137,6 +137,7 @@ def _engine_options(url: str) -> dict:
 
 def _import_models() -> None:
     """Import every model module so that metadata (and Alembic) see all tables."""
+    from .alerts import models as _al  # noqa: F401
     from .api import models as _a  # noqa: F401
     from .events import models as _e  # noqa: F401
     from .journeys import models as _j  # noqa: F401

@@ -15,7 +15,7 @@ from ..events.schemas import parse_events
 from ..events.services import EventRejected, record_events
 from ..extensions import db
 from ..journeys.models import Journey
-from ..rollups.services import journey_scores
+from ..rollups.queries import journey_scores
 from ..scheduling.rules import SendPolicy
 from . import bp, error, fhir_error, require_api_key
 from .openapi import OPENAPI

@@ -65,6 +65,8 @@ class Stage(db.Model):
     name: Mapped[str] = mapped_column(db.String(200))
     position: Mapped[int]
     retired_at = mapped_column(UTCDateTime, nullable=True)
+    # Who is told of the stage's alerts (email); None: alerts only show on the dashboard.
+    owner_email: Mapped[str | None] = mapped_column(db.String(254), nullable=True)
 
     journey: Mapped[Journey] = relationship(back_populates="stages")
     touchpoints: Mapped[list["Touchpoint"]] = relationship(

@@ -101,7 +101,8 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
         locale=invitation.locale, submitted_at=now, answers=answers,
     )
     db.session.add(response)
-    record_answers(invitation, answers)
+    db.session.flush()
+    record_answers(invitation, response)
     db.session.commit()
     return response
 

@@ -1,39 +1,50 @@
-"""Daily aggregates per touchpoint, kept up to date as invitations go out and answers come in.
+"""Daily aggregates, kept up to date as invitations go out and answers come in.
 
-Rows are keyed by the day of the journey moment (the event's occurred_at, UTC), so a period's
-response rate compares the answers and the sends for the same moments.
+One row per touchpoint, question-set version, channel, locale, event source and day (and, for
+scores, measure), so that every filter of the dashboard and the feed reads these rows, never the
+answers table. The day is the day of the journey moment (the event's occurred_at, UTC), so a
+period's response rate compares the answers and the sends for the same moments. Journey and stage
+follow from the touchpoint; they are kept on the row so a journey's rows are one index range.
 """
 from __future__ import annotations
 
-from sqlalchemy import Date, ForeignKey, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
+from ..sqltypes import UTCDateTime
+
+# What makes a row; journey_id and stage_id follow from the touchpoint.
+CELL_KEY = ("touchpoint_id", "question_set_version_id", "channel", "locale", "source", "day")
 
 
-class DailyCounts(db.Model):
-    __tablename__ = "rollup_daily_counts"
-    __table_args__ = (UniqueConstraint("touchpoint_id", "day"),)
-
+class _Cell:
     id: Mapped[int] = mapped_column(primary_key=True)
     journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
     stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
     touchpoint_id: Mapped[int] = mapped_column(ForeignKey("touchpoints.id"))
+    question_set_version_id: Mapped[int] = mapped_column(ForeignKey("question_set_versions.id"))
+    channel: Mapped[str] = mapped_column(db.String(10))  # the invitation's: sms | email
+    locale: Mapped[str] = mapped_column(db.String(20))
+    source: Mapped[str] = mapped_column(db.String(80))  # the event's source
     day = mapped_column(Date, nullable=False)
+
+
+class DailyCounts(_Cell, db.Model):
+    __tablename__ = "rollup_daily_counts"
+    __table_args__ = (UniqueConstraint(*CELL_KEY, name="uq_rollup_daily_counts_cell"),
+                      Index("ix_rollup_daily_counts_journey_day", "journey_id", "day"))
+
     sent: Mapped[int] = mapped_column(default=0)
     responses: Mapped[int] = mapped_column(default=0)
 
 
-class DailyScores(db.Model):
+class DailyScores(_Cell, db.Model):
     __tablename__ = "rollup_daily_scores"
-    __table_args__ = (UniqueConstraint("touchpoint_id", "day", "measure"),)
+    __table_args__ = (UniqueConstraint(*CELL_KEY, "measure", name="uq_rollup_daily_scores_cell"),
+                      Index("ix_rollup_daily_scores_journey_day", "journey_id", "day"))
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    journey_id: Mapped[int] = mapped_column(ForeignKey("journeys.id"))
-    stage_id: Mapped[int] = mapped_column(ForeignKey("stages.id"))
-    touchpoint_id: Mapped[int] = mapped_column(ForeignKey("touchpoints.id"))
-    day = mapped_column(Date, nullable=False)
-    measure: Mapped[str] = mapped_column(db.String(20))
+    measure: Mapped[str] = mapped_column(db.String(20))  # satisfaction | friction | nps
     responses: Mapped[int] = mapped_column(default=0)  # responses with at least one answer on this measure
     # Column for column the fields of rollups.scoring.Sums.
     n: Mapped[int] = mapped_column(default=0)  # scored answers
@@ -42,3 +53,20 @@ class DailyScores(db.Model):
     resp_n_sq: Mapped[float] = mapped_column(default=0.0)
     resp_cross: Mapped[float] = mapped_column(default=0.0)
     top_box: Mapped[int] = mapped_column(default=0)
+    bottom_box: Mapped[int] = mapped_column(default=0)
+
+
+class Comment(_Cell, db.Model):
+    """A patient's free-text answer, kept with the cell it belongs to and its response's scores,
+    so that comments are filtered, searched and mined for themes like the scores are."""
+
+    __tablename__ = "comments"
+    __table_args__ = (Index("ix_comments_journey_day", "journey_id", "day"),)
+
+    response_id: Mapped[int] = mapped_column(ForeignKey("responses.id"), index=True)
+    question_key: Mapped[str] = mapped_column(db.String(80))
+    text: Mapped[str] = mapped_column(db.Text)
+    submitted_at = mapped_column(UTCDateTime, nullable=False)
+    # The response's mean score on each measure (None: not asked or not answered).
+    satisfaction: Mapped[float | None] = mapped_column(nullable=True)
+    friction: Mapped[float | None] = mapped_column(nullable=True)

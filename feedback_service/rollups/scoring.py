@@ -2,17 +2,31 @@
 
 Every scored answer is normalised to 0-100. Satisfaction: 100 = best. Friction: 100 = most
 friction. A cell's score is the mean of its answers on that measure, with a 95% confidence
-interval (normal approximation, clamped to 0-100) and the share of answers in the top box of
+interval (normal approximation, clamped to the scale) and the share of answers in the top box of
 the measure's scale (most satisfied; most friction).
+
+Net Promoter Score is kept as a third measure, "nps", beside the satisfaction that an NPS question
+also feeds: each answer counts +100 (promoter, 9-10), 0 (passive) or -100 (detractor, 0-6), so
+the mean of those is the NPS (-100 to 100) and the same sums give its interval.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
-from ..journeys.questions import MEASURES
+from ..journeys.questions import MEASURES, TOP_BOX_SCORE
 
 Z95 = 1.959964
+NPS = "nps"
+REPORTED = (*MEASURES, NPS)
+SCALE = {NPS: (-100.0, 100.0)}  # other measures: 0-100
+# The worst point of a scale: 1 of 5 or 7, 0-1 of 11, the worse yes/no answer.
+BOTTOM_BOX_SCORE = 100.0 - TOP_BOX_SCORE
+
+
+def nps_value(goodness: float) -> float:
+    """An NPS answer's contribution (goodness 0-100 is the 0-10 answer x 10)."""
+    return 100.0 if goodness >= 90.0 else (-100.0 if goodness <= 60.0 else 0.0)
 
 
 @dataclass
@@ -27,12 +41,13 @@ class Sums:
     resp_n_sq: float = 0.0  # sum over responses of (the response's answer count) squared
     resp_cross: float = 0.0  # sum over responses of score total x answer count
     top_box: int = 0
+    bottom_box: int = 0
 
     @classmethod
-    def of_response(cls, scores: list[float], top_boxes: list[bool]) -> "Sums":
+    def of_response(cls, scores: list[float], top_boxes: list[bool], bottom_boxes: list[bool] = ()) -> "Sums":
         """The sums one response adds to its cell."""
         y, m = sum(scores), len(scores)
-        return cls(1, m, y, y * y, m * m, y * m, sum(map(bool, top_boxes)))
+        return cls(1, m, y, y * y, m * m, y * m, sum(map(bool, top_boxes)), sum(map(bool, bottom_boxes)))
 
     def add(self, other: "Sums") -> None:
         for name in self.__dataclass_fields__:
@@ -43,7 +58,8 @@ def _small(count: int, min_n: int) -> bool:
     return 0 < count < min_n
 
 
-def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: bool = False) -> dict:
+def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: bool = False,
+                    scale: tuple[float, float] = (0.0, 100.0)) -> dict:
     """The reported figures for one measure of one cell, or {"suppressed": true}.
 
     Suppression counts responses (patients), not answers, so that two questions on the same
@@ -68,7 +84,7 @@ def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: boo
         # A share times n gives a count: hide it when that count, or its complement, is 1 to 10.
         "top_box_pct": None if hide_top_box or _small(s.top_box, min_n) or _small(s.n - s.top_box, min_n)
         else round(100.0 * s.top_box / s.n, 1),
-        "ci95": [round(max(0.0, mean - half), 1), round(min(100.0, mean + half), 1)],
+        "ci95": [round(max(scale[0], mean - half), 1), round(min(scale[1], mean + half), 1)],
     }
 
 
@@ -84,10 +100,10 @@ class Hidden:
 
 def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: int,
                  hidden: Hidden = Hidden()) -> dict:
-    """Counts, response rate and both measures for a stage or touchpoint."""
+    """Counts, response rate and the measures for a stage or touchpoint."""
     if hidden.cell or responses < min_n:
         # Counts of 1 to 10 must not be shown, nor the rate they would let a reader work out.
-        return {"suppressed": True, "satisfaction": {"suppressed": True}, "friction": {"suppressed": True}}
+        return {"suppressed": True, **{m: {"suppressed": True} for m in REPORTED}}
     # sent - responses is the count of patients who did not answer: the same rule applies to it.
     sent_shown = not (hidden.sent or _small(sent - responses, min_n))
     return {
@@ -96,7 +112,8 @@ def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: in
         "sent": sent if sent_shown else None,
         "response_rate": round(responses / sent, 4) if sent and sent_shown else None,
         **{m: measure_summary(measures.get(m, Sums()), min_n, hidden=m in hidden.measures,
-                              hide_top_box=m in hidden.top_box) for m in MEASURES},
+                              hide_top_box=m in hidden.top_box or m == NPS, scale=SCALE.get(m, (0.0, 100.0)))
+           for m in REPORTED},
     }
 
 
@@ -126,7 +143,7 @@ def sibling_suppression(sent: list[int], responses: list[int], measures: list[di
     silent = [s - r for s, r in zip(sent, responses)]
     no_sent = complementary_suppression([silent], min_n, cells | below(silent))
     hidden_measures, hidden_top = {}, {}
-    for m in MEASURES:
+    for m in REPORTED:
         per = [tp.get(m, Sums()) for tp in measures]
         answered = [s.responses for s in per]
         hidden_measures[m] = complementary_suppression([answered], min_n,
@@ -134,6 +151,6 @@ def sibling_suppression(sent: list[int], responses: list[int], measures: list[di
         top, rest = [s.top_box for s in per], [s.n - s.top_box for s in per]
         hidden_top[m] = complementary_suppression([top, rest], min_n, hidden_measures[m] | below(top) | below(rest))
     return [Hidden(cell=i in cells, sent=i in no_sent,
-                   measures=frozenset(m for m in MEASURES if i in hidden_measures[m]),
-                   top_box=frozenset(m for m in MEASURES if i in hidden_top[m]))
+                   measures=frozenset(m for m in REPORTED if i in hidden_measures[m]),
+                   top_box=frozenset(m for m in REPORTED if i in hidden_top[m]))
             for i in range(len(responses))]

@@ -1,25 +1,30 @@
-"""Keep the daily rollups current as invitations go out and answers arrive; read scores from them."""
+"""Keep the daily rollups current as invitations go out and answers arrive, and rebuild them from
+the raw rows. Both paths build a response's contribution with the same function, so a rebuild
+gives the same rows as the increments did."""
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from dataclasses import asdict, fields
-from datetime import date
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..journeys.models import Journey
-from .models import DailyCounts, DailyScores
-from .scoring import Sums, cell_summary, sibling_suppression
+from ..events.models import Event
+from ..journeys.models import QuestionSetVersion
+from ..responses.models import Answer, Response
+from ..scheduling.models import Invitation
+from .models import CELL_KEY, Comment, DailyCounts, DailyScores
+from .scoring import BOTTOM_BOX_SCORE, NPS, Sums, nps_value
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
+SUM_FIELDS = tuple(f.name for f in fields(Sums))
 
 
 def _increment(model, keys: dict, deltas: dict) -> None:
     """Atomic upsert-and-add, so concurrent workers never lose an increment."""
-    insert = _INSERTS[db.session.get_bind().dialect.name]
-    stmt = insert(model).values(**keys, **deltas)
+    insert_ = _INSERTS[db.session.get_bind().dialect.name]
+    stmt = insert_(model).values(**keys, **deltas)
     stmt = stmt.on_conflict_do_update(
         index_elements=[k for k in keys if k not in ("journey_id", "stage_id")],
         set_={k: getattr(model, k) + stmt.excluded[k] for k in deltas},
@@ -29,7 +34,27 @@ def _increment(model, keys: dict, deltas: dict) -> None:
 
 def _cell(invitation) -> dict:
     return {"journey_id": invitation.journey_id, "stage_id": invitation.stage_id,
-            "touchpoint_id": invitation.touchpoint_id, "day": invitation.event.occurred_at.date()}
+            "touchpoint_id": invitation.touchpoint_id,
+            "question_set_version_id": invitation.question_set_version_id,
+            "channel": invitation.channel, "locale": invitation.locale,
+            "source": invitation.event.source, "day": invitation.event.occurred_at.date()}
+
+
+def response_sums(questions: dict[str, dict], answers) -> dict[str, Sums]:
+    """What one response adds per measure: answers are (question_key, value, measure, score,
+    top_box) objects or rows; `questions` maps the version's keys to its questions."""
+    scores: dict[str, list] = defaultdict(list)
+    for a in answers:
+        if a.measure is None:
+            continue
+        scores[a.measure].append((a.score, a.top_box, a.score <= BOTTOM_BOX_SCORE))
+        question = questions.get(a.question_key)
+        if question and question["type"] == "nps":
+            good = a.score if a.measure == "satisfaction" else 100.0 - a.score
+            value = nps_value(good)
+            scores[NPS].append((value, value > 0, value < 0))
+    return {m: Sums.of_response([s for s, _, _ in rows], [t for _, t, _ in rows], [b for _, _, b in rows])
+            for m, rows in scores.items()}
 
 
 def record_sent(invitation, count: int = 1) -> None:
@@ -38,59 +63,99 @@ def record_sent(invitation, count: int = 1) -> None:
     _increment(DailyCounts, _cell(invitation), {"sent": count, "responses": 0})
 
 
-def record_answers(invitation, answers) -> None:
-    """Add one response's scored answers (objects with measure, score, top_box) to the rollups."""
-    _increment(DailyCounts, _cell(invitation), {"sent": 0, "responses": 1})
-    per_measure: dict[str, list] = defaultdict(list)
-    for a in answers:
-        if a.measure is not None:
-            per_measure[a.measure].append(a)
-    for measure, scored in per_measure.items():
-        sums = Sums.of_response([a.score for a in scored], [a.top_box for a in scored])
-        _increment(DailyScores, {**_cell(invitation), "measure": measure}, asdict(sums))
+def comment_rows(questions: dict[str, dict], answers, sums: dict[str, Sums]) -> list[dict]:
+    """The free-text answers of one response, each with the response's mean score per measure."""
+    means = {m: round(s.total / s.n, 4) for m, s in sums.items() if s.n and m in ("satisfaction", "friction")}
+    return [{"question_key": a.question_key, "text": a.value, "satisfaction": means.get("satisfaction"),
+             "friction": means.get("friction")}
+            for a in answers if questions.get(a.question_key, {}).get("type") == "text" and a.value]
 
 
-def journey_scores(journey: Journey, start: date | None, end: date | None, min_n: int) -> dict:
-    """Per stage (journey order) and per touchpoint scores for moments between start and end, inclusive."""
-    def period(q, model):
-        q = q.where(model.journey_id == journey.id)
-        if start:
-            q = q.where(model.day >= start)
-        if end:
-            q = q.where(model.day <= end)
-        return q
+def record_answers(invitation, response) -> None:
+    """Add one response (flushed, with its answers) to the rollups and its comments to theirs."""
+    cell = _cell(invitation)
+    _increment(DailyCounts, cell, {"sent": 0, "responses": 1})
+    questions = {q["key"]: q for q in invitation.question_set_version.questions}
+    sums = response_sums(questions, response.answers)
+    for measure, measure_sums in sums.items():
+        _increment(DailyScores, {**cell, "measure": measure}, asdict(measure_sums))
+    for row in comment_rows(questions, response.answers, sums):
+        db.session.add(Comment(**cell, **row, response_id=response.id, submitted_at=response.submitted_at))
 
-    counts = db.session.execute(period(
-        select(DailyCounts.touchpoint_id, func.sum(DailyCounts.sent), func.sum(DailyCounts.responses))
-        .group_by(DailyCounts.touchpoint_id), DailyCounts)).all()
-    sum_names = [f.name for f in fields(Sums)]
-    scores = db.session.execute(period(
-        select(DailyScores.touchpoint_id, DailyScores.measure,
-               *(func.sum(getattr(DailyScores, name)) for name in sum_names))
-        .group_by(DailyScores.touchpoint_id, DailyScores.measure), DailyScores)).all()
 
-    tp_counts = {tp: (int(sent), int(resp)) for tp, sent, resp in counts}
-    tp_measures: dict[int, dict[str, Sums]] = defaultdict(dict)
-    for tp, measure, *values in scores:
-        tp_measures[tp][measure] = Sums(*values)
+# Invitations that count as sent: handed to a provider (or proved so by an answer) and not failed
+# afterwards (a failed one's successor on the next channel is counted instead).
+COUNTED_SENT = (Invitation.sent_at.is_not(None), Invitation.status != "failed")
+_KEY_COLUMNS = (Invitation.journey_id, Invitation.stage_id, Invitation.touchpoint_id,
+                Invitation.question_set_version_id, Invitation.channel, Invitation.locale, Event.source,
+                Event.occurred_at)
+BATCH = 5000
+_AnswerRow = namedtuple("_AnswerRow", "question_key value measure score top_box")
 
-    stages = []
-    for stage in journey.stages:
-        tps = stage.touchpoints
-        pairs = [tp_counts.get(tp.id, (0, 0)) for tp in tps]
-        sent, resp = [p[0] for p in pairs], [p[1] for p in pairs]
-        measures = [tp_measures.get(tp.id, {}) for tp in tps]
-        stage_measures: dict[str, Sums] = defaultdict(Sums)
-        for per_tp in measures:
-            for measure, s in per_tp.items():
-                stage_measures[measure].add(s)
-        # The stage is the touchpoints' total: hide enough that no small count can be worked out.
-        hidden = sibling_suppression(sent, resp, measures, min_n)
-        touchpoints = [{"slug": tp.slug, "name": tp.name, "kind": tp.kind,
-                        **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])}
-                       for i, tp in enumerate(tps)]
-        stages.append({"slug": stage.slug, "name": stage.name, "position": stage.position,
-                       **cell_summary(sum(sent), sum(resp), stage_measures, min_n),
-                       "touchpoints": touchpoints})
-    return {"journey": journey.slug, "from": start.isoformat() if start else None,
-            "to": end.isoformat() if end else None, "min_reporting_n": min_n, "stages": stages}
+
+def rebuild_rollups(progress=None, session=None) -> dict[str, int]:
+    """Recompute every rollup row and comment from the invitations and answers, in one transaction: the
+    rollups are replaced all at once or not at all. `progress(n)` is told of each batch of
+    responses read. `session`: another than the app's (a migration's)."""
+    session = session or db.session
+    if session.get_bind().dialect.name == "postgresql":
+        # Increments wait until the rebuild commits, then add to the rebuilt rows: none is lost
+        # or counted twice (reads go on meanwhile).
+        session.execute(text("LOCK TABLE rollup_daily_counts, rollup_daily_scores, comments IN EXCLUSIVE MODE"))
+    for model in (DailyScores, DailyCounts, Comment):
+        session.execute(delete(model))
+
+    key_names = ("journey_id", "stage_id", *CELL_KEY)
+    counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+
+    def key_of(row) -> tuple:
+        *ids, occurred_at = row[:8]
+        return (*ids, occurred_at.date())
+
+    for row in session.execute(select(*_KEY_COLUMNS, db.func.count()).join(Event, Event.id == Invitation.event_id)
+                               .where(*COUNTED_SENT).group_by(*_KEY_COLUMNS)):
+        counts[key_of(row)][0] += row[8]
+
+    questions = {v.id: {q["key"]: q for q in v.questions} for v in session.scalars(select(QuestionSetVersion))}
+    scores: dict[tuple, Sums] = defaultdict(Sums)
+    comments: list[dict] = []
+    responses = (select(*_KEY_COLUMNS, Response.id, Response.submitted_at, Answer.question_key, Answer.value,
+                        Answer.measure, Answer.score, Answer.top_box)
+                 .join(Invitation, Invitation.id == Response.invitation_id).join(Event, Event.id == Invitation.event_id)
+                 .outerjoin(Answer, Answer.response_id == Response.id).order_by(Response.id))
+    read, current, answers = 0, None, []
+
+    def flush():
+        key = key_of(current)
+        counts[key][1] += 1
+        version = questions[current[3]]
+        sums = response_sums(version, answers)
+        for measure, measure_sums in sums.items():
+            scores[(*key, measure)].add(measure_sums)
+        comments.extend({**dict(zip(key_names, key)), **row, "response_id": current[8], "submitted_at": current[9]}
+                        for row in comment_rows(version, answers, sums))
+
+    for row in session.execute(responses.execution_options(yield_per=BATCH)):
+        if current is None or row[8] != current[8]:
+            if current is not None:
+                flush()
+                read += 1
+                if progress and read % BATCH == 0:
+                    progress(BATCH)
+            current, answers = row, []
+        if row[10] is not None:
+            answers.append(_AnswerRow(*row[10:]))
+    if current is not None:
+        flush()
+        read += 1
+    if progress and read % BATCH:
+        progress(read % BATCH)
+
+    count_rows = [dict(zip(key_names, k), sent=s, responses=r) for k, (s, r) in counts.items()]
+    score_rows = [dict(zip((*key_names, "measure"), k), **asdict(v)) for k, v in scores.items()]
+    for model, rows in ((DailyCounts, count_rows), (DailyScores, score_rows), (Comment, comments)):
+        for i in range(0, len(rows), BATCH):
+            session.execute(insert(model), rows[i:i + BATCH])
+    session.commit()
+    return {"responses": read, "count_rows": len(count_rows), "score_rows": len(score_rows),
+            "comments": len(comments)}

@@ -26,7 +26,7 @@ from ..journeys.trial import Sample, try_rule
 from ..journeys.yaml_io import export_library, import_library
 from ..responses.forms import build_survey_form
 from ..responses.texts import texts_for
-from ..rollups.services import journey_scores
+from ..rollups.queries import journey_scores
 from ..scheduling.rules import SendPolicy
 from ..sqltypes import utcnow
 from ..staff.auth import role_required

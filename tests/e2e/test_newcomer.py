@@ -105,7 +105,7 @@ def test_post_an_event_see_the_message_answer_and_see_the_score_move(server, api
 
     # The answer is in the rollups the scores API reads (with a reporting threshold of 1 to see it).
     show_all = subprocess.run(
-        [CLI, "shell"], input="from feedback_service.rollups.services import journey_scores\n"
+        [CLI, "shell"], input="from feedback_service.rollups.queries import journey_scores\n"
         "from feedback_service.journeys.models import Journey\nfrom feedback_service.extensions import db\n"
         "j = db.session.query(Journey).filter_by(slug='general-care').one()\n"
         "import json; print('SCORES', json.dumps(journey_scores(j, None, None, 1)))\n",

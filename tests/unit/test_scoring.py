@@ -100,8 +100,8 @@ CLUSTERED = {
 def test_sums_fields_in_rollup_column_order():
     """The rollup reader rebuilds Sums positionally from summed columns, in this order."""
     assert [f.name for f in fields(Sums)] == [
-        "responses", "n", "total", "resp_total_sq", "resp_n_sq", "resp_cross", "top_box"]
-    assert astuple(Sums()) == (0, 0, 0.0, 0.0, 0.0, 0.0, 0)
+        "responses", "n", "total", "resp_total_sq", "resp_n_sq", "resp_cross", "top_box", "bottom_box"]
+    assert astuple(Sums()) == (0, 0, 0.0, 0.0, 0.0, 0.0, 0, 0)
 
 
 def test_of_response_keeps_the_responses_total_and_count():

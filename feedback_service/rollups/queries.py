@@ -1,0 +1,182 @@
+"""Reading the rollups: the journey map (stages and touchpoints, with the change against the
+period before) and the weekly or monthly trends per stage. Plain functions over the daily rows;
+never the answers table."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+
+from ..extensions import db
+from ..journeys.models import Journey, QuestionSet, QuestionSetVersion
+from .filters import Filters
+from .models import DailyCounts, DailyScores
+from .scoring import REPORTED, Sums, cell_summary, complementary_suppression, measure_summary, sibling_suppression, SCALE
+from .services import SUM_FIELDS
+
+INTERVALS = ("week", "month")
+
+
+def _where(model, journey: Journey, f: Filters, *, from_start: bool = True) -> list:
+    conds = [model.journey_id == journey.id, model.day <= f.end]
+    if from_start:
+        conds.append(model.day >= f.start)
+    if f.stage:
+        conds.append(model.stage_id == journey.stage(f.stage).id)
+    if f.touchpoint:
+        conds.append(model.touchpoint_id.in_([tp.id for s in journey.stages for tp in s.touchpoints
+                                              if tp.slug == f.touchpoint]))
+    for name in ("channel", "locale", "source"):
+        if getattr(f, name):
+            conds.append(getattr(model, name) == getattr(f, name))
+    return conds
+
+
+def _sums(rows) -> Sums:
+    return Sums(*(v or 0 for v in rows))
+
+
+def touchpoint_sums(journey: Journey, f: Filters) -> tuple[dict, dict]:
+    """({touchpoint_id: (sent, responses)}, {touchpoint_id: {measure: Sums}}) for the filters."""
+    counts = db.session.execute(
+        select(DailyCounts.touchpoint_id, func.sum(DailyCounts.sent), func.sum(DailyCounts.responses))
+        .where(*_where(DailyCounts, journey, f)).group_by(DailyCounts.touchpoint_id)).all()
+    scores = db.session.execute(
+        select(DailyScores.touchpoint_id, DailyScores.measure, *(func.sum(getattr(DailyScores, n)) for n in SUM_FIELDS))
+        .where(*_where(DailyScores, journey, f)).group_by(DailyScores.touchpoint_id, DailyScores.measure)).all()
+    measures: dict[int, dict[str, Sums]] = defaultdict(dict)
+    for tp, measure, *values in scores:
+        measures[tp][measure] = _sums(values)
+    return {tp: (int(s), int(r)) for tp, s, r in counts}, measures
+
+
+def _stages(journey: Journey, f: Filters):
+    """The stages and, per stage, the touchpoints the filters keep, in journey order."""
+    for stage in journey.stages:
+        if f.stage and stage.slug != f.stage:
+            continue
+        tps = [tp for tp in stage.touchpoints if not f.touchpoint or tp.slug == f.touchpoint]
+        if tps:
+            yield stage, tps
+
+
+def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
+    """Per stage (journey order) and touchpoint: counts, response rate and every measure, with
+    small counts and what would reveal them suppressed."""
+    tp_counts, tp_measures = touchpoint_sums(journey, f)
+    out = []
+    for stage, tps in _stages(journey, f):
+        pairs = [tp_counts.get(tp.id, (0, 0)) for tp in tps]
+        sent, resp = [p[0] for p in pairs], [p[1] for p in pairs]
+        measures = [tp_measures.get(tp.id, {}) for tp in tps]
+        stage_measures: dict[str, Sums] = defaultdict(Sums)
+        for per_tp in measures:
+            for measure, s in per_tp.items():
+                stage_measures[measure].add(s)
+        # The stage is the touchpoints' total: hide enough that no small count can be worked out.
+        hidden = sibling_suppression(sent, resp, measures, min_n)
+        touchpoints = [{"slug": tp.slug, "name": tp.name, "kind": tp.kind,
+                        **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])}
+                       for i, tp in enumerate(tps)]
+        out.append({"slug": stage.slug, "name": stage.name, "position": stage.position,
+                    **cell_summary(sum(sent), sum(resp), stage_measures, min_n), "touchpoints": touchpoints})
+    return out
+
+
+def _change(now: dict, before: dict) -> dict:
+    """Per measure, the score of the period before and the change, where both are shown."""
+    trend = {}
+    for m in REPORTED:
+        a, b = now.get(m, {}), before.get(m, {})
+        shown = not a.get("suppressed", True) and not b.get("suppressed", True)
+        trend[m] = {"previous": b["score"] if shown else None,
+                    "change": round(a["score"] - b["score"], 1) if shown else None}
+    return trend
+
+
+def journey_map(journey: Journey, f: Filters, min_n: int) -> dict:
+    """The journey map for a period, each stage and touchpoint with its change against the
+    period of the same length just before."""
+    stages, before = cells(journey, f, min_n), cells(journey, f.previous(), min_n)
+    for stage, prev in zip(stages, before):
+        stage["trend"] = _change(stage, prev)
+        for tp, tp_prev in zip(stage["touchpoints"], prev["touchpoints"]):
+            tp["trend"] = _change(tp, tp_prev)
+    previous = f.previous()
+    return {"journey": journey.slug, "name": journey.name, "from": f.start.isoformat(), "to": f.end.isoformat(),
+            "previous": {"from": previous.start.isoformat(), "to": previous.end.isoformat()},
+            "filters": {k: v for k, v in f.as_query().items() if k not in ("from", "to")},
+            "min_reporting_n": min_n, "stages": stages}
+
+
+def journey_scores(journey: Journey, start: date | None, end: date | None, min_n: int) -> dict:
+    """Per stage and touchpoint scores between start and end (either open), without trends."""
+    f = Filters(start=start or date.min, end=end or date.max)
+    return {"journey": journey.slug, "from": start.isoformat() if start else None,
+            "to": end.isoformat() if end else None, "min_reporting_n": min_n, "stages": cells(journey, f, min_n)}
+
+
+def period_start(day: date, interval: str) -> date:
+    return day - timedelta(days=day.weekday()) if interval == "week" else day.replace(day=1)
+
+
+def period_end(start: date, interval: str) -> date:
+    if interval == "week":
+        return start + timedelta(days=6)
+    following = (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+    return following - timedelta(days=1)
+
+
+def _periods(f: Filters, interval: str) -> list[date]:
+    starts, day = [], period_start(f.start, interval)
+    while day <= f.end:
+        starts.append(day)
+        day = period_end(day, interval) + timedelta(days=1)
+    return starts
+
+
+def version_changes(journey: Journey, f: Filters) -> dict[int, list[dict]]:
+    """Per stage, the question-set versions first used for a moment inside the period."""
+    rows = db.session.execute(
+        select(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version, func.min(DailyCounts.day))
+        .join(QuestionSetVersion, QuestionSetVersion.id == DailyCounts.question_set_version_id)
+        .join(QuestionSet, QuestionSet.id == QuestionSetVersion.question_set_id)
+        .where(*_where(DailyCounts, journey, f, from_start=False))
+        .group_by(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version)).all()
+    changes: dict[int, list[dict]] = defaultdict(list)
+    for stage_id, key, version, first in sorted(rows, key=lambda r: (r[3], r[1], r[2])):
+        if first >= f.start:
+            changes[stage_id].append({"date": first.isoformat(), "label": f"{key} v{version}"})
+    return changes
+
+
+def trends(journey: Journey, f: Filters, interval: str, min_n: int) -> dict:
+    """Per stage, one point per week (Monday to Sunday) or calendar month touching the period:
+    score, 95% interval and responses for each measure, and the question-set version changes.
+    Periods are suppressed like cells, and across the stage's periods enough more that no
+    suppressed one can be worked out from the period's total."""
+    rows = db.session.execute(
+        select(DailyScores.stage_id, DailyScores.day, DailyScores.measure,
+               *(func.sum(getattr(DailyScores, n)) for n in SUM_FIELDS))
+        .where(*_where(DailyScores, journey, f))
+        .group_by(DailyScores.stage_id, DailyScores.day, DailyScores.measure)).all()
+    buckets: dict[tuple, Sums] = defaultdict(Sums)
+    for stage_id, day, measure, *values in rows:
+        buckets[(stage_id, period_start(day, interval), measure)].add(_sums(values))
+    starts, changes = _periods(f, interval), version_changes(journey, f)
+    stages = []
+    for stage, _tps in _stages(journey, f):
+        series = {}
+        for m in REPORTED:
+            sums = [buckets.get((stage.id, s, m), Sums()) for s in starts]
+            answered = [s.responses for s in sums]
+            hidden = complementary_suppression([answered], min_n, {i for i, n in enumerate(answered) if n < min_n})
+            series[m] = [{"start": s.isoformat(), "end": period_end(s, interval).isoformat(),
+                          **measure_summary(sums[i], min_n, hidden=i in hidden, hide_top_box=True,
+                                            scale=SCALE.get(m, (0.0, 100.0)))}
+                         for i, s in enumerate(starts)]
+        stages.append({"slug": stage.slug, "name": stage.name, "series": series,
+                       "version_changes": changes.get(stage.id, [])})
+    return {"journey": journey.slug, "from": f.start.isoformat(), "to": f.end.isoformat(), "interval": interval,
+            "min_reporting_n": min_n, "stages": stages}
