@@ -320,7 +320,8 @@ def test_cell_below_min_n_hides_all_counts(responses):
     """No responses, sent, rate or score: a rate and a sent count would let a reader work out the count."""
     measures = {"satisfaction": sums_of(singles([90.0] * 30)), "friction": sums_of(singles([10.0] * 30))}
     summary = cell_summary(sent=100, responses=responses, measures=measures, min_n=MIN_N)
-    assert summary == {"suppressed": True, "satisfaction": {"suppressed": True}, "friction": {"suppressed": True}}
+    assert summary == {"suppressed": True, "satisfaction": {"suppressed": True}, "friction": {"suppressed": True},
+                       "nps": {"suppressed": True}}
     assert not keys_anywhere(summary) & COUNT_KEYS
 
 
