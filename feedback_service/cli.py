@@ -35,7 +35,7 @@ main.add_command(routes_command)
 def register_cli(app) -> None:
     """The app's commands; the feedback-service group (a FlaskGroup) finds them on app.cli."""
     for command in (init, surveys_group, user_group, api_key, jobs_group, invitations_group, events_group, mllp,
-                    worker, run_command, demo):
+                    worker, run_command, demo, export_group, rollups_group):
         app.cli.add_command(command)
 
 
@@ -276,6 +276,82 @@ def mllp(port, host, source):
     click.echo(f"MLLP listening on {host or config['FEEDBACK_MLLP_HOST']}:{port}", err=True)
     run(current_app._get_current_object(), host or config["FEEDBACK_MLLP_HOST"], port,
         source or config["FEEDBACK_MLLP_SOURCE"])
+
+
+@click.group("export")
+def export_group():
+    """Reports out of the service."""
+
+
+@export_group.command("map")
+@click.argument("journey")
+@click.option("--from", "start", metavar="YYYY-MM-DD", help="First day of the period (default: 90 days to --to).")
+@click.option("--to", "end", metavar="YYYY-MM-DD", help="Last day of the period (default: today, UTC).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--interval", type=click.Choice(["week", "month"]), help="Also one map per week or month.")
+@click.option("--stage")
+@click.option("--touchpoint")
+@click.option("--channel")
+@click.option("--locale")
+@click.option("--source", help="Event source.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, writable=True), help="File (default: stdout).")
+@with_appcontext
+def export_map(journey, start, end, fmt, interval, stage, touchpoint, channel, locale, source, output):
+    """Write the journey map of a period (the feed of GET /api/v1/journeys/JOURNEY/map), a period at
+    a time, with a progress bar on stderr."""
+    from sqlalchemy import select
+
+    from .extensions import db
+    from .insights.feed import csv_lines, feed, json_chunks, periods
+    from .journeys.models import Journey
+    from .rollups.filters import FilterError, parse_filters
+    from .sqltypes import utcnow
+
+    found = db.session.scalar(select(Journey).where(Journey.slug == journey))
+    if found is None:
+        raise click.BadParameter(f"no journey {journey!r}", param_hint="JOURNEY")
+    args = {"from": start, "to": end, "stage": stage, "touchpoint": touchpoint, "channel": channel,
+            "locale": locale, "source": source}
+    try:
+        filters = parse_filters(args, found, utcnow().date())
+    except FilterError as exc:
+        raise click.UsageError("; ".join(f"--{k}: {v}" for k, v in exc.errors.items())) from None
+    min_n = current_app.config["FEEDBACK_MIN_REPORTING_N"]
+    total = 1 + (len(periods(filters, interval)) if interval else 0)
+    out = click.open_file(output or "-", "w", encoding="utf-8")
+    with out, click.progressbar(length=total, label=f"{journey} {filters.start} to {filters.end}",
+                                file=sys.stderr) as bar:
+        def counted(docs):
+            for doc in docs:
+                yield doc
+                bar.update(1)
+        docs = counted(feed(found, filters, min_n, interval))
+        for chunk in (csv_lines(docs) if fmt == "csv" else json_chunks(docs, interval)):
+            out.write(chunk)
+        if fmt == "json":
+            out.write("\n")
+
+
+@click.group("rollups")
+def rollups_group():
+    """The aggregates the dashboard and the feed read."""
+
+
+@rollups_group.command("rebuild")
+@with_appcontext
+def rollups_rebuild():
+    """Recompute every rollup and comment row from the raw invitations and answers, in one
+    transaction (what the answers say, whatever happened to the increments)."""
+    from sqlalchemy import func, select
+
+    from .extensions import db
+    from .responses.models import Response
+    from .rollups.services import rebuild_rollups
+
+    total = db.session.scalar(select(func.count(Response.id)))
+    with click.progressbar(length=total, label="responses", file=sys.stderr) as bar:
+        done = rebuild_rollups(progress=bar.update)
+    click.echo(json.dumps(done))
 
 
 @click.group("jobs")

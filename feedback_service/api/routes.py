@@ -14,9 +14,12 @@ from ..events.intake import TransactionRefused, receive_fhir, receive_hl7
 from ..events.schemas import parse_events
 from ..events.services import EventRejected, record_events
 from ..extensions import db
+from ..insights.feed import csv_lines, feed, json_chunks
 from ..journeys.models import Journey
-from ..rollups.queries import journey_scores
+from ..rollups.filters import FilterError, parse_filters
+from ..rollups.queries import INTERVALS, journey_scores
 from ..scheduling.rules import SendPolicy
+from ..sqltypes import utcnow
 from . import bp, error, fhir_error, require_api_key
 from .openapi import OPENAPI
 
@@ -76,6 +79,47 @@ def scores(slug: str):
         return error(422, "invalid query", errors)
     return jsonify(journey_scores(journey, bounds["from"], bounds["to"],
                                   current_app.config["FEEDBACK_MIN_REPORTING_N"]))
+
+
+def _map_request(slug: str):
+    """The journey, filters and interval of a map request, or the error response."""
+    journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
+    if journey is None:
+        return None, error(404, f"no journey {slug!r}")
+    interval = request.args.get("interval") or None
+    errors = {} if interval in (None, *INTERVALS) else {"interval": f"must be one of {', '.join(INTERVALS)}"}
+    try:
+        filters = parse_filters(request.args, journey, utcnow().date())
+    except FilterError as exc:
+        errors.update(exc.errors)
+    if errors:
+        return None, error(422, "invalid query", errors)
+    return (journey, filters, interval), None
+
+
+@bp.get("/journeys/<slug>/map")
+@require_api_key
+def journey_map(slug: str):
+    found, failure = _map_request(slug)
+    if failure:
+        return failure
+    journey, filters, interval = found
+    docs = feed(journey, filters, current_app.config["FEEDBACK_MIN_REPORTING_N"], interval)
+    return Response("".join(json_chunks(docs, interval)), mimetype="application/json")
+
+
+@bp.get("/journeys/<slug>/map.csv")
+@require_api_key
+def journey_map_csv(slug: str):
+    found, failure = _map_request(slug)
+    if failure:
+        return failure
+    journey, filters, interval = found
+    docs = feed(journey, filters, current_app.config["FEEDBACK_MIN_REPORTING_N"], interval)
+    name = f"{journey.slug}-map-{filters.start.isoformat()}-{filters.end.isoformat()}.csv"
+    # Built whole (a period is at most MAX_DAYS long): the map reads through the request's session.
+    return Response("".join(csv_lines(docs)), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @bp.get("/openapi.json")
