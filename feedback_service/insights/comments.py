@@ -12,7 +12,7 @@ from ..extensions import db
 from ..journeys.models import Journey
 from ..rollups.filters import Filters
 from ..rollups.models import Comment, DailyCounts
-from ..rollups.queries import _where
+from ..rollups.queries import cell_filter
 from . import themes
 
 PAGE = 50
@@ -28,7 +28,7 @@ def _escape_like(text: str) -> str:
 
 def _reportable(journey: Journey, f: Filters, min_n: int):
     """Touchpoints with at least min_n responses under the filters."""
-    return (select(DailyCounts.touchpoint_id).where(*_where(DailyCounts, journey, f))
+    return (select(DailyCounts.touchpoint_id).where(*cell_filter(DailyCounts, journey, f))
             .group_by(DailyCounts.touchpoint_id).having(func.sum(DailyCounts.responses) >= min_n))
 
 
@@ -42,7 +42,8 @@ def friction_filter():
 def search_comments(journey: Journey, f: Filters, min_n: int, text: str = "", page: int = 1,
                     friction_only: bool = False) -> tuple[list[Comment], bool]:
     """Newest first, PAGE at a time, containing `text` (any case) if given; and whether more follow."""
-    query = select(Comment).where(*_where(Comment, journey, f), Comment.touchpoint_id.in_(_reportable(journey, f, min_n)))
+    query = select(Comment).where(*cell_filter(Comment, journey, f),
+                                  Comment.touchpoint_id.in_(_reportable(journey, f, min_n)))
     if text:
         query = query.where(Comment.text.ilike(f"%{_escape_like(text)}%", escape="\\"))
     if friction_only:
@@ -66,7 +67,7 @@ def _themes(journey_id: int, f: Filters, min_n: int, newest: int | None) -> dict
     slugs = {s.id: s.slug for s in journey.stages}
     rows = db.session.execute(
         select(Comment.stage_id, Comment.text, Comment.submitted_at, Comment.id)
-        .where(*_where(Comment, journey, f), Comment.touchpoint_id.in_(_reportable(journey, f, min_n)),
+        .where(*cell_filter(Comment, journey, f), Comment.touchpoint_id.in_(_reportable(journey, f, min_n)),
                friction_filter())
         .order_by(Comment.submitted_at.desc(), Comment.id.desc()).limit(THEME_SAMPLE)).all()
     found = themes.friction_themes([themes.Comment(slugs[s], text, at, i) for s, text, at, i in rows],

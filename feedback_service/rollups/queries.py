@@ -12,13 +12,15 @@ from ..extensions import db
 from ..journeys.models import Journey, QuestionSet, QuestionSetVersion
 from .filters import Filters
 from .models import DailyCounts, DailyScores
-from .scoring import REPORTED, Sums, cell_summary, complementary_suppression, measure_summary, sibling_suppression, SCALE
+from .scoring import (REPORTED, SCALE, Sums, cell_summary, complementary_suppression, measure_summary,
+                      sibling_suppression)
 from .services import SUM_FIELDS
 
 INTERVALS = ("week", "month")
 
 
-def _where(model, journey: Journey, f: Filters, *, from_start: bool = True) -> list:
+def cell_filter(model, journey: Journey, f: Filters, *, from_start: bool = True) -> list:
+    """WHERE conditions for a rollup or comment table: the journey and the filters."""
     conds = [model.journey_id == journey.id, model.day <= f.end]
     if from_start:
         conds.append(model.day >= f.start)
@@ -41,10 +43,10 @@ def touchpoint_sums(journey: Journey, f: Filters) -> tuple[dict, dict]:
     """({touchpoint_id: (sent, responses)}, {touchpoint_id: {measure: Sums}}) for the filters."""
     counts = db.session.execute(
         select(DailyCounts.touchpoint_id, func.sum(DailyCounts.sent), func.sum(DailyCounts.responses))
-        .where(*_where(DailyCounts, journey, f)).group_by(DailyCounts.touchpoint_id)).all()
+        .where(*cell_filter(DailyCounts, journey, f)).group_by(DailyCounts.touchpoint_id)).all()
     scores = db.session.execute(
         select(DailyScores.touchpoint_id, DailyScores.measure, *(func.sum(getattr(DailyScores, n)) for n in SUM_FIELDS))
-        .where(*_where(DailyScores, journey, f)).group_by(DailyScores.touchpoint_id, DailyScores.measure)).all()
+        .where(*cell_filter(DailyScores, journey, f)).group_by(DailyScores.touchpoint_id, DailyScores.measure)).all()
     measures: dict[int, dict[str, Sums]] = defaultdict(dict)
     for tp, measure, *values in scores:
         measures[tp][measure] = _sums(values)
@@ -142,7 +144,7 @@ def version_changes(journey: Journey, f: Filters) -> dict[int, list[dict]]:
         select(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version, func.min(DailyCounts.day))
         .join(QuestionSetVersion, QuestionSetVersion.id == DailyCounts.question_set_version_id)
         .join(QuestionSet, QuestionSet.id == QuestionSetVersion.question_set_id)
-        .where(*_where(DailyCounts, journey, f, from_start=False))
+        .where(*cell_filter(DailyCounts, journey, f, from_start=False))
         .group_by(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version)).all()
     changes: dict[int, list[dict]] = defaultdict(list)
     for stage_id, key, version, first in sorted(rows, key=lambda r: (r[3], r[1], r[2])):
@@ -159,7 +161,7 @@ def trends(journey: Journey, f: Filters, interval: str, min_n: int) -> dict:
     rows = db.session.execute(
         select(DailyScores.stage_id, DailyScores.day, DailyScores.measure,
                *(func.sum(getattr(DailyScores, n)) for n in SUM_FIELDS))
-        .where(*_where(DailyScores, journey, f))
+        .where(*cell_filter(DailyScores, journey, f))
         .group_by(DailyScores.stage_id, DailyScores.day, DailyScores.measure)).all()
     buckets: dict[tuple, Sums] = defaultdict(Sums)
     for stage_id, day, measure, *values in rows:
