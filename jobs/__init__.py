@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from . import dispatch, expire, intake, recover, remind
+from . import alerts, dispatch, expire, intake, recover, remind
 
 # Intake first: a message stored before a restart may schedule an invitation that is due now.
-JOBS = (intake, recover, dispatch, remind, expire)
+JOBS = (intake, recover, dispatch, remind, expire, alerts)
 
 
 def register(scheduler, app) -> None:

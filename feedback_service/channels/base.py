@@ -12,7 +12,7 @@ MEDIA = ("sms", "email")  # what a trigger rule can choose between, in the rule'
 
 @dataclass(frozen=True)
 class Message:
-    invitation_id: int
+    invitation_id: int | None  # None: a message to staff (alert_id says which)
     medium: str  # sms | email
     to: str
     body: str
@@ -24,6 +24,7 @@ class Message:
     # The rule's one reminder: providers' reports about it must not change the invitation's
     # own delivery status (a reminder's bounce is not the invitation's).
     reminder: bool = False
+    alert_id: int | None = None  # an alert's notice to a stage owner
 
 
 @dataclass(frozen=True)

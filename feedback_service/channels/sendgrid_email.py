@@ -40,10 +40,15 @@ class SendGridChannel:
             mail.add_header(Header("List-Unsubscribe", f"<{message.unsubscribe_url}>"))
             mail.add_header(Header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
         # Opaque ids only: these come back on every event-webhook post.
-        mail.add_custom_arg(CustomArg("invitation_id", str(message.invitation_id)))
-        if message.reminder:
-            mail.add_custom_arg(CustomArg("reminder", "1"))
-        mail.add_category(Category("survey-reminder" if message.reminder else "survey-invitation"))
+        if message.alert_id is not None:
+            # A notice to staff: its events must never be taken for an invitation's.
+            mail.add_custom_arg(CustomArg("alert_id", str(message.alert_id)))
+            mail.add_category(Category("staff-alert"))
+        else:
+            mail.add_custom_arg(CustomArg("invitation_id", str(message.invitation_id)))
+            if message.reminder:
+                mail.add_custom_arg(CustomArg("reminder", "1"))
+            mail.add_category(Category("survey-reminder" if message.reminder else "survey-invitation"))
         # Click tracking would rewrite the survey link through SendGrid's redirector, putting the
         # token in a third party's logs; opens are tracked by a pixel and are enough. SendGrid's
         # own unsubscribe footer and header would compete with ours.

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import or_, select, update
 
+from ..alerts.services import raise_alert
 from ..extensions import db
 from ..journeys.questions import MAX_TEXT_ANSWER, score_answer
 from ..patients.services import opt_out
@@ -103,6 +104,7 @@ def record_response(invitation: Invitation, values: dict[str, str | None], chann
     db.session.add(response)
     db.session.flush()
     record_answers(invitation, response)
+    raise_alert(invitation, response)
     db.session.commit()
     return response
 
