@@ -89,7 +89,7 @@ def friction_themes(comments: list[Comment], min_count: int, top: int = 5,
                    if word in chosen and counts[row, chosen[word]] <= SAME_THING * counts[row, i]}
         keep = [i for term, i in chosen.items() if term not in repeats]
         keep.sort(key=lambda i: (-round(float(scores[row, i]), 2), -counts[row, i], terms[i]))
-        result[group] = [] or [Theme(term=str(terms[i]), count=int(counts[row, i]),
+        result[group] = [Theme(term=str(terms[i]), count=int(counts[row, i]),
                                share=round(int(counts[row, i]) / int(sizes[row]), 3),
                                keyness=round(float(scores[row, i]), 2),
                                examples=_newest(kept, _column(docs, i), group_of, row, examples))
