@@ -17,7 +17,7 @@ from ..extensions import db
 from ..insights.feed import csv_lines, feed, json_chunks
 from ..journeys.models import Journey
 from ..rollups.filters import FilterError, parse_filters
-from ..rollups.queries import INTERVALS, journey_scores
+from ..rollups.queries import INTERVALS, journey_scores, trends
 from ..scheduling.rules import SendPolicy
 from ..sqltypes import utcnow
 from . import bp, error, fhir_error, require_api_key
@@ -120,6 +120,16 @@ def journey_map_csv(slug: str):
     # Built whole (a period is at most MAX_DAYS long): the map reads through the request's session.
     return Response("".join(csv_lines(docs)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/journeys/<slug>/trends")
+@require_api_key
+def journey_trends(slug: str):
+    found, failure = _map_request(slug)
+    if failure:
+        return failure
+    journey, filters, interval = found
+    return jsonify(trends(journey, filters, interval or "week", current_app.config["FEEDBACK_MIN_REPORTING_N"]))
 
 
 @bp.get("/openapi.json")

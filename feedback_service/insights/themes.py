@@ -89,6 +89,15 @@ def friction_themes(comments: list[Comment], min_count: int, top: int = 5,
                    if word in chosen and counts[row, chosen[word]] <= SAME_THING * counts[row, i]}
         keep = [i for term, i in chosen.items() if term not in repeats]
         keep.sort(key=lambda i: (-round(float(scores[row, i]), 2), -counts[row, i], terms[i]))
+        # Overlapping phrases of one sentence ("hold long", "long time") found in exactly the same
+        # comments are one theme: the best ranked stands for them.
+        seen, distinct = set(), []
+        for i in keep:
+            rows = frozenset(int(r) for r in _column(docs, i) if group_of[r] == row)
+            if rows not in seen:
+                seen.add(rows)
+                distinct.append(i)
+        keep = distinct
         result[group] = [Theme(term=str(terms[i]), count=int(counts[row, i]),
                                share=round(int(counts[row, i]) / int(sizes[row]), 3),
                                keyness=round(float(scores[row, i]), 2),

@@ -273,3 +273,15 @@ def test_a_single_group_is_ranked_by_count_alone():
     assert list(themes) == ["booking"]
     assert [(t.term, t.count, t.keyness) for t in themes["booking"]] == [
         ("parking", 8, 0.0), ("phone line", 7, 0.0), ("staff", 4, 0.0)]
+
+
+def test_overlapping_phrases_of_the_same_comments_are_one_theme():
+    """"on hold for a long time before anyone answered": "hold long", "long time" and "time
+    answered" are all in the same comments, so they are one theme, not three."""
+    booking = comments("booking", ["I was on hold for a long time before anyone answered."] * 12
+                       + ["The scheduler was kind."] * 12)
+    other = comments("discharge", ["The nurse explained my pain medicines well."] * 24, first_id=100)
+    found = friction_themes(booking + other, min_count=11)["booking"]
+    sets = [{c.id for c in booking if has_words(c.text, t.term)} for t in found]
+    assert len(sets) == len({frozenset(s) for s in sets})  # no two themes stand for the same comments
+    assert sum(1 for t in found if t.count == 12 and has_words(booking[0].text, t.term)) == 1
