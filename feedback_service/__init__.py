@@ -67,6 +67,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     from .staff.routes import bp as staff_bp
     from .webhooks import init_app as init_webhooks
     from .workspace.routes import bp as workspace_bp
+    from .dashboard.routes import bp as dashboard_bp
     init_webhooks(app)
     csrf.exempt(api_bp)  # the API authenticates with bearer keys, not cookies
     # Survey forms are FlaskForms that check their CSRF token themselves: a stale page is shown
@@ -75,7 +76,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     # Providers sign their posts (checked in each view); one-click unsubscribe carries no cookie.
     csrf.exempt(webhooks_bp)
     csrf.exempt(unsubscribe_bp)
-    for blueprint in (api_bp, survey_bp, unsubscribe_bp, webhooks_bp, staff_bp, workspace_bp):
+    for blueprint in (api_bp, survey_bp, unsubscribe_bp, webhooks_bp, staff_bp, workspace_bp, dashboard_bp):
         app.register_blueprint(blueprint)
 
     @app.get("/healthz")

@@ -15,6 +15,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 
+from .alerts.services import save_rule
 from .channels.base import Delivery, Pacer
 from .events.models import Event
 from .events.schemas import EventIn
@@ -100,7 +101,7 @@ def _patient_events(i: int, rng: random.Random, today) -> list[EventIn]:
         "locale": locale, "timezone": rng.choice(["America/New_York", "America/Chicago", "America/Los_Angeles"]),
         "consent_sms": rng.random() < 0.8, "consent_email": rng.random() < 0.6,
     }
-    booked = today - timedelta(days=rng.uniform(100, 200), hours=rng.uniform(0, 10))
+    booked = today - timedelta(days=rng.uniform(20, 200), hours=rng.uniform(0, 10))
     discharged = booked + timedelta(days=rng.uniform(35, 60))
     followed = discharged + timedelta(days=rng.uniform(32, 45))
     moments = [("booking", booked, rng.choice(["surgery-scheduling", "patient-portal"])),
@@ -121,6 +122,7 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
         raise DemoRefused("this database holds real events: the demo only seeds a database of its own")
     rng = random.Random(seed)
     today = utcnow()
+    _alert_rules(journey)
     events = sorted((e for i in range(patients) for e in _patient_events(i, rng, today)),
                     key=lambda e: e.occurred_at)
     policy = SendPolicy.from_config(current_app.config)
@@ -156,6 +158,19 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
         dispatch_log.setLevel(level)
     return {"journey": JOURNEY, "events_recorded": new, "invitations_sent": len(channel.links),
             "responses": answered}
+
+
+# Who owns which stage, and what raises an alert: the closing-the-loop half of the demo.
+STAGE_OWNERS = {"booking": "booking-lead@demo.invalid", "discharge": "discharge-lead@demo.invalid",
+                "follow-up": "rehab-lead@demo.invalid"}
+WATCHED_TERMS = ["never called", "rude", "pain", "dolor"]
+
+
+def _alert_rules(journey: Journey) -> None:
+    for slug, owner in STAGE_OWNERS.items():
+        save_rule(journey, journey.stage(slug), low_satisfaction=True, high_friction=True, terms=WATCHED_TERMS,
+                  active=True, owner_email=owner)
+    db.session.commit()
 
 
 DEMO_STAFF = ("admin", "designer", "manager")

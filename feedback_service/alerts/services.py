@@ -8,7 +8,6 @@ import unicodedata
 from collections import defaultdict
 from datetime import datetime, time, timedelta, timezone
 
-from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select, update
 
 from ..errors import FieldErrors
@@ -18,6 +17,7 @@ from ..journeys.questions import TOP_BOX_SCORE
 from ..rollups.filters import Filters
 from ..rollups.scoring import BOTTOM_BOX_SCORE
 from ..sqltypes import utcnow
+from ..staff.services import is_email_address, normalise_email
 from .models import Alert, AlertRule
 
 MAX_TERMS, MAX_TERM_LENGTH = 50, 80
@@ -89,11 +89,9 @@ def save_rule(journey: Journey, stage: Stage | None, *, low_satisfaction: bool, 
         errors["terms"] = f"at most {MAX_TERMS} terms"
     elif any(len(t) > MAX_TERM_LENGTH for t in terms):
         errors["terms"] = f"each term at most {MAX_TERM_LENGTH} characters"
-    if owner_email:
-        try:
-            owner_email = validate_email(owner_email.strip(), check_deliverability=False).normalized
-        except EmailNotValidError as exc:
-            errors["owner_email"] = str(exc)
+    owner_email = normalise_email(owner_email) or None
+    if owner_email and not is_email_address(owner_email):
+        errors["owner_email"] = "must be an email address"
     if errors:
         raise AlertError(errors)
     rule = db.session.scalar(select(AlertRule).where(
@@ -104,7 +102,7 @@ def save_rule(journey: Journey, stage: Stage | None, *, low_satisfaction: bool, 
         db.session.add(rule)
     rule.low_satisfaction, rule.high_friction, rule.terms, rule.active = low_satisfaction, high_friction, terms, active
     if stage is not None:
-        stage.owner_email = owner_email or None
+        stage.owner_email = owner_email
     return rule
 
 

@@ -95,6 +95,9 @@ def _draw(ax, series: Sequence[Series], markers: Sequence[Marker]) -> None:
         ax.text(m.at, 0.97, m.label, transform=ax.get_xaxis_transform(), rotation=90, ha="right", va="top",
                 fontsize=12, color=MARKER_COLOUR, gid=f"marker-{i}-label",
                 bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1})
+    starts = [p.start for s in series for p in s.points]
+    if len(set(starts)) > 1:
+        ax.set_xlim(min(starts), max(starts))  # the whole period, suppressed ends included
     locator = AutoDateLocator(maxticks=8)  # few enough to stay apart at 13 pt
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))

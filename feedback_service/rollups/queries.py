@@ -139,7 +139,8 @@ def _periods(f: Filters, interval: str) -> list[date]:
 
 
 def version_changes(journey: Journey, f: Filters) -> dict[int, list[dict]]:
-    """Per stage, the question-set versions first used for a moment inside the period."""
+    """Per stage, the question-set versions first used for a moment inside the period, other than
+    the first version of a set."""
     rows = db.session.execute(
         select(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version, func.min(DailyCounts.day))
         .join(QuestionSetVersion, QuestionSetVersion.id == DailyCounts.question_set_version_id)
@@ -147,9 +148,12 @@ def version_changes(journey: Journey, f: Filters) -> dict[int, list[dict]]:
         .where(*cell_filter(DailyCounts, journey, f, from_start=False))
         .group_by(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version)).all()
     changes: dict[int, list[dict]] = defaultdict(list)
+    seen: set[tuple] = set()
     for stage_id, key, version, first in sorted(rows, key=lambda r: (r[3], r[1], r[2])):
-        if first >= f.start:
+        # A set's first version in use is its start, not a change.
+        if (stage_id, key) in seen and first >= f.start:
             changes[stage_id].append({"date": first.isoformat(), "label": f"{key} v{version}"})
+        seen.add((stage_id, key))
     return changes
 
 

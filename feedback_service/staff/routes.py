@@ -34,7 +34,7 @@ bp.register_error_handler(403, forbidden)
 
 def home_for(user) -> str:
     return url_for({"admin": "staff.users", "designer": "workspace.journeys",
-                    "manager": "workspace.scores"}[user.role])
+                    "manager": "dashboard.journey_map"}[user.role])
 
 
 def _safe_next(target: str | None) -> str | None:

@@ -26,7 +26,6 @@ from ..journeys.trial import Sample, try_rule
 from ..journeys.yaml_io import export_library, import_library
 from ..responses.forms import build_survey_form
 from ..responses.texts import texts_for
-from ..rollups.queries import journey_scores
 from ..scheduling.rules import SendPolicy
 from ..sqltypes import utcnow
 from ..staff.auth import role_required
@@ -36,7 +35,6 @@ from ..staff.services import record
 from .drafts import apply_action, doc_from_form
 from .forms import (EVENT_LABELS, ImportForm, JourneyForm, JourneySettingsForm, QuestionSetForm, RenameForm,
                     RuleForm, StageForm, TouchpointForm, TrialForm, event_choices)
-from .reports import comments, question_scores
 
 bp = Blueprint("workspace", __name__, url_prefix="/workspace")
 bp.register_error_handler(403, forbidden)
@@ -452,13 +450,6 @@ def library_export():
 @bp.get("/scores")
 @manager
 def scores():
-    journeys = list(db.session.scalars(select(Journey).order_by(Journey.name)))
-    chosen = next((j for j in journeys if j.slug == request.args.get("journey")), None) or (
-        next((j for j in journeys if j.is_default), None) or (journeys[0] if journeys else None))
-    min_n = current_app.config["FEEDBACK_MIN_REPORTING_N"]
-    days = min(max(request.args.get("days", 90, type=int), 1), 3660)
-    since = date.today() - timedelta(days=days)
-    data = journey_scores(chosen, since, None, min_n) if chosen else None
-    return render_template("workspace/scores.html", journeys=journeys, journey=chosen, data=data, since=since,
-                           questions=question_scores(chosen, since, min_n) if chosen else [],
-                           comments=comments(chosen, since, min_n) if chosen else [], min_n=min_n)
+    """The scores page grew into the dashboard: old bookmarks land there."""
+    return redirect(url_for("dashboard.journey_map", **({"journey": request.args["journey"]}
+                                                        if request.args.get("journey") else {})))

@@ -23,7 +23,7 @@ from feedback_service.patients.models import Patient
 from feedback_service.responses.models import Answer, Response
 from feedback_service.scheduling.models import Invitation
 from feedback_service.staff.models import AuditEntry
-from feedback_service.workspace.reports import question_scores
+from feedback_service.insights.questions import question_scores
 from tests.conftest import csrf_of, event_body, message_for, new_phone, post_event, token_of, uid
 from tests.hospital import SIU_S12, ack_code, fresh_hl7
 

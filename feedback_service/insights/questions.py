@@ -1,5 +1,4 @@
-"""What managers read in the workspace beyond the rolled-up scores: per question across versions,
-and patients' comments. Plain functions."""
+"""Scores per question across question-set versions, for the dashboard's trends page. A plain function."""
 from __future__ import annotations
 
 from datetime import date, datetime, time, timezone
@@ -7,7 +6,7 @@ from datetime import date, datetime, time, timezone
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..journeys.models import Journey, QuestionSetVersion, Stage, Touchpoint
+from ..journeys.models import Journey, QuestionSetVersion
 from ..responses.models import Answer, Response
 
 COMMENTS_SHOWN = 50
@@ -35,23 +34,3 @@ def question_scores(journey: Journey, since: date, min_n: int) -> list[dict]:
                     "measure": measure, "n": n if shown else None, "score": round(mean, 1) if shown else None,
                     "versions": f"v{first}" if first == last else f"v{first}-v{last}"})
     return sorted(out, key=lambda r: (r["position"], r["question"]))
-
-
-def comments(journey: Journey, since: date, min_n: int) -> list[dict]:
-    """Newest free-text answers, with where they were given. Only from touchpoints with at least
-    min_n responses in the period, so a comment cannot be pinned on one of a handful of patients."""
-    big_enough = (select(Response.touchpoint_id)
-                  .where(Response.journey_id == journey.id, Response.submitted_at >= _since(since))
-                  .group_by(Response.touchpoint_id).having(func.count(Response.id) >= min_n))
-    versions = db.session.scalars(select(QuestionSetVersion).join(QuestionSetVersion.question_set)
-                                  .join(Stage).where(Stage.journey_id == journey.id))
-    text_keys = {q["key"] for v in versions for q in v.questions if q["type"] == "text"}
-    rows = db.session.execute(
-        select(Answer.value, Response.submitted_at, Stage.name, Touchpoint.name)
-        .join(Response, Answer.response_id == Response.id)
-        .join(Stage, Stage.id == Response.stage_id).join(Touchpoint, Touchpoint.id == Response.touchpoint_id)
-        .where(Response.journey_id == journey.id, Response.submitted_at >= _since(since),
-               Answer.question_key.in_(text_keys), Response.touchpoint_id.in_(big_enough))
-        .order_by(Response.submitted_at.desc()).limit(COMMENTS_SHOWN)).all()
-    return [{"text": text, "at": at, "stage": stage, "touchpoint": tp} for text, at, stage, tp in rows
-            if text and text.strip()]

@@ -1,0 +1,1 @@
+"""The managers' dashboard: journey map, trends, comments, funnel and alerts."""
