@@ -36,21 +36,26 @@ QUALITY = {
     "ward-discharge": 0.6, "pain-plan": 0.85,
     "clinic-review": 0.85, "physiotherapy": 0.45,
 }
+# Per stage and language: (what happy patients write, what unhappy ones do).
 COMMENTS = {
     "booking": {
-        "en": ["I was on hold for a long time before anyone answered.", "The scheduler was kind and patient.",
-               "I had to call three times to confirm the date.", "Booking online was quick."],
-        "es": ["Esperé mucho tiempo al teléfono.", "La persona que me atendió fue muy amable."],
+        "en": (["The scheduler was kind and patient.", "Booking online was quick."],
+               ["I was on hold for a long time before anyone answered.", "I had to call three times to confirm the date.",
+                "On hold for ages, then the line dropped."]),
+        "es": (["La persona que me atendió fue muy amable."], ["Esperé mucho tiempo al teléfono."]),
     },
     "discharge": {
-        "en": ["We waited hours for the discharge paperwork.", "The nurse explained my pain medicines well.",
-               "Nobody told me when the pharmacy would have my prescription.", "Going home was smooth."],
-        "es": ["Esperamos horas para los papeles de salida.", "La enfermera me explicó bien los medicamentos."],
+        "en": (["The nurse explained my pain medicines well.", "Going home was smooth."],
+               ["We waited hours for the discharge paperwork.",
+                "Nobody told me when the pharmacy would have my prescription.",
+                "Waited hours for the pharmacy before we could leave."]),
+        "es": (["La enfermera me explicó bien los medicamentos."], ["Esperamos horas para los papeles de salida."]),
     },
     "follow-up": {
-        "en": ["It took weeks to get a physiotherapy appointment.", "My surgeon answered all my questions.",
-               "The physio clinic never called me back.", "Recovery is going well, thank you."],
-        "es": ["Tardaron semanas en darme cita de fisioterapia.", "Mi cirujano respondió todas mis preguntas."],
+        "en": (["My surgeon answered all my questions.", "Recovery is going well, thank you."],
+               ["It took weeks to get a physiotherapy appointment.", "The physio clinic never called me back.",
+                "Weeks of waiting for physiotherapy, and nobody called me back."]),
+        "es": (["Mi cirujano respondió todas mis preguntas."], ["Tardaron semanas en darme cita de fisioterapia."]),
     },
 }
 FIRST_NAMES = ["Ana", "James", "María", "Wei", "Fatima", "John", "Lucía", "Samuel", "Grace", "José", "Priya", "Tom"]
@@ -87,7 +92,8 @@ def _answer(question: dict, quality: float, rng: random.Random, locale: str, sta
     if qtype == "single_choice":
         return min(question["options"], key=lambda o: abs(o.get("score", 50) - good * 100))["value"]
     if qtype == "text" and rng.random() < 0.35:
-        bank = COMMENTS.get(stage, {}).get(locale) or COMMENTS.get(stage, {}).get("en", [])
+        happy, unhappy = COMMENTS.get(stage, {}).get(locale) or COMMENTS.get(stage, {}).get("en", ([], []))
+        bank = happy if rng.random() < quality else unhappy
         return rng.choice(bank) if bank else None
     return None
 

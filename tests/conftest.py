@@ -13,6 +13,7 @@ from pathlib import Path
 import phonenumbers
 import pytest
 import yaml
+from sqlalchemy import select
 
 from feedback_service import create_app
 from feedback_service.config import PROJECT_ROOT
@@ -344,3 +345,40 @@ def staff(app):
         assert response.status_code == 302, response.text
         return client
     return make
+
+
+def worst_values(questions: list[dict]) -> dict[str, str]:
+    """The worst answer to every closed question (and a comment to any free-text one)."""
+    from feedback_service.journeys.questions import SCALES, goodness
+    values = {}
+    for q in questions:
+        if q["type"] == "text":
+            values[q["key"]] = "Nobody called me back."
+            continue
+        if q["type"] in SCALES:
+            lo, hi, _ = SCALES[q["type"]]
+            options = [str(v) for v in range(lo, hi + 1)]
+        elif q["type"] == "yes_no":
+            options = ["yes", "no"]
+        else:
+            options = [o["value"] for o in q["options"]]
+        values[q["key"]] = min(options, key=lambda v: goodness(q, v) if "measure" in q else 0)
+    return values
+
+
+def worst_answer(app, journey: str) -> int:
+    """A booking in `journey`, sent, then answered as badly as its questions allow; the alert id
+    (the journey must have an alert rule that fires on it)."""
+    from feedback_service.alerts.models import Alert
+    from feedback_service.responses.services import record_response
+    from feedback_service.scheduling.models import Invitation
+    client = app.test_client()
+    result = app.test_cli_runner().invoke(args=["api-key", "create", uid("worst")])
+    auth = {"Authorization": f"Bearer {result.stdout.strip().splitlines()[0]}"}
+    inv_id = post_event(client, auth, event_body(journey=journey, email=f"{uid('w')}@example.org"))["id"]
+    run_jobs_of(app)
+    with app.app_context():
+        invitation = db.session.get(Invitation, inv_id)
+        assert invitation.status == "sent", invitation.status
+        response = record_response(invitation, worst_values(invitation.question_set_version.questions))
+        return db.session.scalar(select(Alert.id).where(Alert.response_id == response.id))

@@ -181,13 +181,16 @@ def _alert(alert_id: int) -> Alert:
     return found or abort(404)
 
 
+def _alert_page(found: Alert, form: AlertActionForm, status: int = 200):
+    questions = {q["key"]: q for q in found.response.question_set_version.questions}
+    return render_template("dashboard/alert.html", alert=found, questions=questions, form=form,
+                           locale=found.response.locale), status
+
+
 @bp.get("/alerts/<int:alert_id>")
 @manager
 def alert(alert_id: int):
-    found = _alert(alert_id)
-    questions = {q["key"]: q for q in found.response.question_set_version.questions}
-    return render_template("dashboard/alert.html", alert=found, questions=questions, form=AlertActionForm(),
-                           locale=found.response.locale)
+    return _alert_page(_alert(alert_id), AlertActionForm())
 
 
 @bp.post("/alerts/<int:alert_id>/<any(acknowledge, resolve):action>")
@@ -195,8 +198,7 @@ def alert(alert_id: int):
 def alert_action(alert_id: int, action: str):
     found, form = _alert(alert_id), AlertActionForm()
     if not form.validate_on_submit():
-        return render_template("dashboard/alert.html", alert=found, form=form, locale=found.response.locale,
-                               questions={q["key"]: q for q in found.response.question_set_version.questions}), 400
+        return _alert_page(found, form, 400)
     before = {"state": found.state}
     try:
         if action == "acknowledge":
@@ -208,8 +210,7 @@ def alert_action(alert_id: int, action: str):
         show_errors(form, exc.errors)
         if "state" in exc.errors:
             flash(f"Nothing changed: this alert is {exc.errors['state']}.", "error")
-        return render_template("dashboard/alert.html", alert=found, form=form, locale=found.response.locale,
-                               questions={q["key"]: q for q in found.response.question_set_version.questions}), 409
+        return _alert_page(found, form, 409)
     record(current_user, f"alert.{action}", f"alert {found.id}", before,
            {"state": found.state, **({"note": found.note} if action == "resolve" else {})})
     db.session.commit()

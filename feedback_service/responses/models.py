@@ -22,6 +22,7 @@ class Response(db.Model):
     submitted_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
 
     answers: Mapped[list["Answer"]] = relationship(back_populates="response", cascade="all, delete-orphan")
+    question_set_version = relationship("QuestionSetVersion")
 
 
 class Answer(db.Model):

@@ -444,12 +444,3 @@ def library_export():
     return send_file(buffer, mimetype="application/zip", as_attachment=True,
                      download_name=f"surveys-{date.today().isoformat()}.zip")
 
-
-# Managers: scores and comments ------------------------------------------------------------------
-
-@bp.get("/scores")
-@manager
-def scores():
-    """The scores page grew into the dashboard: old bookmarks land there."""
-    return redirect(url_for("dashboard.journey_map", **({"journey": request.args["journey"]}
-                                                        if request.args.get("journey") else {})))

@@ -145,7 +145,7 @@ def test_demo_seeds_reportable_scores_and_is_idempotent(settings, tmp_path):
         page = client.get("/login")
         signed_in = client.post("/login", data={"csrf_token": csrf_of(page.text), "email": "manager@demo.invalid",
                                                 "password": accounts["manager@demo.invalid"]})
-        assert signed_in.status_code == 302 and client.get("/workspace/scores").status_code == 200
+        assert signed_in.status_code == 302 and client.get("/dashboard").status_code == 200
         again_run = runner.invoke(args=["demo", "--patients", "150"])
         again = json.loads(again_run.stdout.strip().splitlines()[-1])
         assert again["events_recorded"] == 0 and "password" not in again_run.stderr

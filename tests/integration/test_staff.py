@@ -18,13 +18,14 @@ from feedback_service import create_app
 from feedback_service.api.keys import create_api_key
 from feedback_service.api.models import ApiKey
 from feedback_service.extensions import db
+from feedback_service.alerts.services import save_rule
 from feedback_service.journeys.models import Journey
 from feedback_service.security import hash_secret
 from feedback_service.staff.models import AuditEntry, StaffUser
 from feedback_service.staff.services import find_user, record
-from tests.conftest import STAFF_PASSWORD, csrf_of, event_body, sign_in, staff_user, uid
+from tests.conftest import STAFF_PASSWORD, csrf_of, event_body, sign_in, staff_user, uid, worst_answer
 
-HOME = {"admin": "/admin/users", "designer": "/workspace/journeys", "manager": "/workspace/scores"}
+HOME = {"admin": "/admin/users", "designer": "/workspace/journeys", "manager": "/dashboard"}
 REFUSED = "That email and password do not match an active account."
 SELF_CHANGE = "you cannot demote or disable your own account"
 NEW_PASSWORD = "another long password 42"
@@ -49,7 +50,16 @@ ACCESS = {
     "workspace.rule": {"designer"},
     "workspace.library": {"designer"},
     "workspace.library_export": {"designer"},
-    "workspace.scores": {"manager", "admin"},
+    "dashboard.journey_map": {"manager", "admin"},
+    "dashboard.map_csv": {"manager", "admin"},
+    "dashboard.trends_page": {"manager", "admin"},
+    "dashboard.trend_chart": {"manager", "admin"},
+    "dashboard.comments": {"manager", "admin"},
+    "dashboard.funnel_page": {"manager", "admin"},
+    "dashboard.alerts": {"manager", "admin"},
+    "dashboard.alert": {"manager", "admin"},
+    "dashboard.alert_action": {"manager", "admin"},
+    "dashboard.alert_rules": {"manager", "admin"},
 }
 
 
@@ -345,14 +355,14 @@ def test_session_cookie_is_http_only_same_site_lax_and_ends_the_configured_hours
     assert "secure" not in attributes  # FEEDBACK_BASE_URL is http:// in these tests
     # A browser session (so that Flask-Login's strong protection holds), bounded from sign-in.
     assert "expires" not in attributes
-    assert client.get("/workspace/scores").status_code == 200
+    assert client.get("/dashboard").status_code == 200
     hours = app.config["FEEDBACK_STAFF_SESSION_HOURS"]
     with client.session_transaction() as session:
         session["staff_signed_in_at"] -= hours * 3600 - 60  # a minute before the end: still in
-    assert client.get("/workspace/scores").status_code == 200
+    assert client.get("/dashboard").status_code == 200
     with client.session_transaction() as session:
         session["staff_signed_in_at"] -= 120  # a minute past it
-    assert_sent_to_sign_in(client.get("/workspace/scores"), "/workspace/scores")
+    assert_sent_to_sign_in(client.get("/dashboard"), "/dashboard")
 
 
 def test_a_session_cookie_copied_to_another_browser_is_refused(app, client):
@@ -406,7 +416,7 @@ def test_sign_out_is_a_post_with_the_csrf_token(staff):
     response = post_form(admin, "/logout", {}, page="/admin/users")
     assert_sent_to_sign_in(response)
     assert_signed_out(admin)
-    for path in ("/admin/users", "/admin/api-keys", "/workspace/scores"):
+    for path in ("/admin/users", "/admin/api-keys", "/dashboard"):
         assert_sent_to_sign_in(admin.get(path), path)
 
 
@@ -415,15 +425,15 @@ def test_signing_out_ends_copies_of_the_session_too(app, staff):
     manager = staff("manager")
     copy = app.test_client()
     copy.set_cookie("session", manager.get_cookie("session").value)
-    assert copy.get("/workspace/scores").status_code == 200
-    assert_sent_to_sign_in(post_form(manager, "/logout", {}, page="/workspace/scores"))
-    assert_sent_to_sign_in(copy.get("/workspace/scores"), "/workspace/scores")
+    assert copy.get("/dashboard").status_code == 200
+    assert_sent_to_sign_in(post_form(manager, "/logout", {}, page="/dashboard"))
+    assert_sent_to_sign_in(copy.get("/dashboard"), "/dashboard")
 
 
 # ---------------------------------------------------------------------------------------------- who may open what
 
 def staff_rules(app) -> list:
-    return [r for r in app.url_map.iter_rules() if r.rule.startswith(("/admin", "/workspace"))]
+    return [r for r in app.url_map.iter_rules() if r.rule.startswith(("/admin", "/workspace", "/dashboard"))]
 
 
 def test_every_staff_route_has_an_access_decision(app):
@@ -442,9 +452,13 @@ def url_values(app, new_journey) -> dict:
         journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
         stage = sorted(journey.stages, key=lambda s: s.position)[0]
         rule = next(r for r in journey.rules if r.event_type == "booking")
-        return {"slug": slug, "event": "booking", "user_id": find_user(target).id, "key_id": key.id,
-                "kind": "stage", "thing_id": stage.id, "verb": "down", "stage_id": stage.id,
-                "qs_id": rule.question_set_id}
+        save_rule(journey, None, low_satisfaction=True, high_friction=True, terms=[], active=True)
+        db.session.commit()
+        values = {"slug": slug, "event": "booking", "user_id": find_user(target).id, "key_id": key.id,
+                  "kind": "stage", "thing_id": stage.id, "verb": "down", "stage_id": stage.id,
+                  "qs_id": rule.question_set_id, "stage": stage.slug, "action": "acknowledge"}
+    values["alert_id"] = worst_answer(app, slug)
+    return values
 
 
 @pytest.mark.parametrize("role", ["anonymous", "admin", "designer", "manager"])
@@ -486,11 +500,11 @@ def test_each_role_reaches_only_its_own_pages(app, url_values, role):
 
 
 @pytest.mark.parametrize("role, shown, hidden", [
-    ("admin", ["/admin/users", "/admin/api-keys", "/admin/settings", "/admin/audit", "/workspace/scores"],
+    ("admin", ["/admin/users", "/admin/api-keys", "/admin/settings", "/admin/audit", "/dashboard"],
      ["/workspace/journeys", "/workspace/library"]),
     ("designer", ["/workspace/journeys", "/workspace/library"],
-     ["/admin/users", "/admin/api-keys", "/admin/settings", "/admin/audit", "/workspace/scores"]),
-    ("manager", ["/workspace/scores"],
+     ["/admin/users", "/admin/api-keys", "/admin/settings", "/admin/audit", "/dashboard"]),
+    ("manager", ["/dashboard"],
      ["/admin/users", "/admin/api-keys", "/admin/settings", "/admin/audit", "/workspace/journeys",
       "/workspace/library"]),
 ])
@@ -502,11 +516,12 @@ def test_the_menu_shows_each_role_only_its_own_pages(staff, role, shown, hidden)
     assert not links & set(hidden)
 
 
-def test_the_scores_page_answers_any_number_of_days_without_an_error(staff):
+def test_the_dashboard_answers_any_period_without_an_error(staff):
     manager = staff("manager")
-    for days in ("30", "-5", "1000000", "99999999999"):
-        response = manager.get("/workspace/scores", query_string={"days": days})
-        assert response.status_code in (200, 400), days
+    for start, end in (("2026-01-01", ""), ("bad", "worse"), ("0001-01-01", "9999-12-31"), ("9999-12-31", ""),
+                       ("2026-02-30", "2026-01-01")):
+        response = manager.get("/dashboard", query_string={"from": start, "to": end})
+        assert response.status_code == 200, (start, end)
 
 
 # ---------------------------------------------------------------------------------------------- admin: accounts
@@ -561,14 +576,14 @@ def test_a_role_change_applies_at_once_and_ends_the_accounts_sessions(app, staff
 
 def test_disabling_an_account_ends_its_session_on_the_next_request(app, staff):
     admin, manager = staff("admin"), staff("manager")
-    assert manager.get("/workspace/scores").status_code == 200
+    assert manager.get("/dashboard").status_code == 200
     user_id = account(app, manager.email).id
     response = post_form(admin, f"/admin/users/{user_id}", {"role": "manager"})  # "active" unticked
     assert response.status_code == 302
     assert account(app, manager.email).active is False
     assert "<td>manager</td><td>disabled</td>" in admin.get("/admin/users").text
 
-    assert_sent_to_sign_in(manager.get("/workspace/scores"), "/workspace/scores")
+    assert_sent_to_sign_in(manager.get("/dashboard"), "/dashboard")
     refused = sign_in(manager, manager.email)
     assert refused.status_code == 422 and field_errors(refused.text) == [REFUSED]
 
@@ -603,7 +618,7 @@ def test_saving_an_account_unchanged_keeps_its_sessions_and_writes_no_audit_entr
     admin, manager = staff("admin"), staff("manager")
     user_id = account(app, manager.email).id
     assert post_form(admin, f"/admin/users/{user_id}", {"role": "manager", "active": "y"}).status_code == 302
-    assert manager.get("/workspace/scores").status_code == 200
+    assert manager.get("/dashboard").status_code == 200
     assert audit_rows(app, actor=admin.email) == []
 
 

@@ -99,7 +99,7 @@ def test_designer_builds_publishes_and_attaches_a_discharge_set(app, staff, new_
                 f"/workspace/journeys/{slug}/rules/discharge", "/workspace/journeys"):
         assert manager.get(url).status_code == 403, url
     page = designer.get(editor)
-    forged = manager.post(editor, data={"csrf_token": csrf_of(manager.get("/workspace/scores").text),
+    forged = manager.post(editor, data={"csrf_token": csrf_of(manager.get("/dashboard").text),
                                         **both, "q0-text-en": "Hijacked?", "action": "publish"})
     assert forged.status_code == 403 and page.status_code == 200
     with app.app_context():
@@ -170,9 +170,9 @@ def test_editing_a_published_set_makes_a_draft_and_versions_stay_as_asked(app, s
 def test_the_manager_reads_scores_and_designers_do_not(staff, new_journey):
     slug = new_journey()
     manager, designer = staff("manager"), staff("designer")
-    page = manager.get(f"/workspace/scores?journey={slug}")
-    assert page.status_code == 200 and "Per stage and touchpoint" in page.text and "Discharge" in page.text
-    assert designer.get("/workspace/scores").status_code == 403
+    page = manager.get(f"/dashboard?journey={slug}")
+    assert page.status_code == 200 and "Journey map" in page.text and "Discharge" in page.text
+    assert designer.get("/dashboard").status_code == 403
 
 
 def test_journey_created_in_the_workspace_is_audited(app, staff):

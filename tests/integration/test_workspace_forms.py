@@ -116,7 +116,7 @@ def token(client) -> str:
     """The session's CSRF token, from a page every signed-in member of staff can open."""
     page = client.get("/workspace/journeys")
     if page.status_code != 200:
-        page = client.get("/workspace/scores")
+        page = client.get("/dashboard")
     if page.status_code != 200:
         page = client.get("/login")
     return csrf_of(page.text)
@@ -308,11 +308,11 @@ def test_anonymous_visitors_are_sent_to_sign_in_and_change_nothing(app, client, 
 
 @pytest.mark.parametrize("role, status", [("manager", 200), ("admin", 200), ("designer", 403)])
 def test_scores_are_for_managers_and_admins(staff, role, status):
-    assert staff(role).get("/workspace/scores").status_code == status
+    assert staff(role).get("/dashboard").status_code == status
 
 
 def test_scores_page_sends_anonymous_visitors_to_sign_in(client):
-    r = client.get("/workspace/scores")
+    r = client.get("/dashboard")
     assert r.status_code == 302 and r.headers["Location"].startswith("/login?next=")
 
 
@@ -1601,7 +1601,7 @@ def test_responses_keep_their_version_and_scores_read_across_versions(app, clien
     assert rows == {"booking_satisfaction": ("v1-v2", 2, 75.0), "booking_ease": ("v1", 1, 0.0)}
 
     monkeypatch.setitem(app.config, "FEEDBACK_MIN_REPORTING_N", 1)
-    scores = staff("manager").get(f"/workspace/scores?journey={slug}").text
+    scores = staff("manager").get(f"/dashboard/trends?journey={slug}").text
     assert re.search(r"<code>booking_satisfaction</code></td><td>satisfaction</td><td>v1-v2</td><td>2</td>"
                      r"<td>75.0</td>", scores)
 
