@@ -19,8 +19,28 @@ _cell = {
         "response_rate": {"type": ["number", "null"], "description": "responses / sent"},
         "satisfaction": {"$ref": "#/components/schemas/Measure"},
         "friction": {"$ref": "#/components/schemas/Measure"},
+        "nps": {"$ref": "#/components/schemas/Measure",
+                "description": "Net Promoter Score, -100 to 100, where an NPS question was asked"},
     },
     "required": ["suppressed"],
+}
+_slug = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
+_filters = [
+    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+     "description": "first day of journey moments (UTC), inclusive; default: 89 days before 'to'"},
+    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+     "description": "last day, inclusive; default: today (UTC)"},
+    {"name": "stage", "in": "query", "schema": {"type": "string"}, "description": "a stage slug"},
+    {"name": "touchpoint", "in": "query", "schema": {"type": "string"}, "description": "a touchpoint slug"},
+    {"name": "channel", "in": "query", "schema": {"type": "string", "enum": ["sms", "email"]},
+     "description": "the channel the invitation went by"},
+    {"name": "locale", "in": "query", "schema": {"type": "string"}},
+    {"name": "source", "in": "query", "schema": {"type": "string"}, "description": "the events' source"},
+    {"name": "interval", "in": "query", "schema": {"type": "string", "enum": ["week", "month"]}},
+]
+_map_errors = {
+    "404": {"description": "no such journey", "content": {"application/json": {"schema": _error}}},
+    "422": {"description": "bad filters, each named in errors", "content": {"application/json": {"schema": _error}}},
 }
 _invitation = {
     "type": "object",
@@ -136,6 +156,34 @@ OPENAPI = {
                 "422": {"description": "bad dates", "content": {"application/json": {"schema": _error}}},
                 **_auth,
             },
+        }},
+        "/api/v1/journeys/{slug}/map": {"get": {
+            "summary": "The journey map of a period: each stage and touchpoint in order with satisfaction, friction, "
+                       "top-box %, NPS, n, response rate, 95% interval and the change against the period of the "
+                       "same length before; per stage the top friction themes; with interval, also one map per "
+                       "week or month (periods)",
+            "parameters": [_slug, *_filters],
+            "responses": {"200": {"description": "the map", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {
+                    "journey": {"type": "string"}, "from": {"type": "string", "format": "date"},
+                    "to": {"type": "string", "format": "date"}, "min_reporting_n": {"type": "integer"},
+                    "stages": {"type": "array", "items": {"$ref": "#/components/schemas/Cell"}},
+                    "periods": {"type": "array", "items": {"type": "object"}}}}}}},
+                **_map_errors, **_auth},
+        }},
+        "/api/v1/journeys/{slug}/map.csv": {"get": {
+            "summary": "The same map as CSV for journey-mapping tools: one row per stage or touchpoint, period and "
+                       "metric, with value, n and date (the period's last day); suppressed values are empty",
+            "parameters": [_slug, *_filters],
+            "responses": {"200": {"description": "CSV", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          **_map_errors, **_auth},
+        }},
+        "/api/v1/journeys/{slug}/trends": {"get": {
+            "summary": "Per stage, weekly (default) or monthly satisfaction, friction and NPS with 95% intervals, "
+                       "and the dates question-set versions changed",
+            "parameters": [_slug, *_filters],
+            "responses": {"200": {"description": "trends", "content": {"application/json": {"schema": {
+                "type": "object"}}}}, **_map_errors, **_auth},
         }},
     },
 }

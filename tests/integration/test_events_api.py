@@ -601,7 +601,8 @@ def test_the_openapi_document_needs_no_key(client):
     doc = json.loads(r.get_data(as_text=True))
     assert doc["openapi"] == "3.1.0"
     assert set(doc["paths"]) == {"/api/v1/events", "/api/v1/fhir", "/api/v1/hl7v2", "/api/v1/journeys",
-                                 "/api/v1/journeys/{slug}/scores"}
+                                 "/api/v1/journeys/{slug}/scores", "/api/v1/journeys/{slug}/map",
+                                 "/api/v1/journeys/{slug}/map.csv", "/api/v1/journeys/{slug}/trends"}
     assert "post" in doc["paths"]["/api/v1/events"]
     assert "EventIn" in doc["components"]["schemas"]
 
