@@ -5,7 +5,7 @@ import json
 from dataclasses import asdict
 from datetime import date
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Response, abort, current_app, g, jsonify, make_response, request
 from sqlalchemy import select
 
 from ..events import fhir, hl7v2
@@ -14,7 +14,7 @@ from ..events.intake import TransactionRefused, receive_fhir, receive_hl7
 from ..events.schemas import parse_events
 from ..events.services import EventRejected, record_events
 from ..extensions import db
-from ..insights.feed import csv_lines, feed, json_chunks
+from ..insights.feed import csv_lines, csv_name, feed, json_chunks
 from ..journeys.models import Journey
 from ..rollups.filters import FilterError, parse_filters
 from ..rollups.queries import INTERVALS, journey_scores, trends
@@ -82,10 +82,10 @@ def scores(slug: str):
 
 
 def _map_request(slug: str):
-    """The journey, filters and interval of a map request, or the error response."""
+    """The journey, filters and interval of a map or trends request; a 404 or 422 otherwise."""
     journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
     if journey is None:
-        return None, error(404, f"no journey {slug!r}")
+        abort(make_response(error(404, f"no journey {slug!r}")))
     interval = request.args.get("interval") or None
     errors = {} if interval in (None, *INTERVALS) else {"interval": f"must be one of {', '.join(INTERVALS)}"}
     try:
@@ -93,17 +93,14 @@ def _map_request(slug: str):
     except FilterError as exc:
         errors.update(exc.errors)
     if errors:
-        return None, error(422, "invalid query", errors)
-    return (journey, filters, interval), None
+        abort(make_response(error(422, "invalid query", errors)))
+    return journey, filters, interval
 
 
 @bp.get("/journeys/<slug>/map")
 @require_api_key
 def journey_map(slug: str):
-    found, failure = _map_request(slug)
-    if failure:
-        return failure
-    journey, filters, interval = found
+    journey, filters, interval = _map_request(slug)
     docs = feed(journey, filters, current_app.config["FEEDBACK_MIN_REPORTING_N"], interval)
     return Response("".join(json_chunks(docs, interval)), mimetype="application/json")
 
@@ -111,24 +108,17 @@ def journey_map(slug: str):
 @bp.get("/journeys/<slug>/map.csv")
 @require_api_key
 def journey_map_csv(slug: str):
-    found, failure = _map_request(slug)
-    if failure:
-        return failure
-    journey, filters, interval = found
+    journey, filters, interval = _map_request(slug)
     docs = feed(journey, filters, current_app.config["FEEDBACK_MIN_REPORTING_N"], interval)
-    name = f"{journey.slug}-map-{filters.start.isoformat()}-{filters.end.isoformat()}.csv"
     # Built whole (a period is at most MAX_DAYS long): the map reads through the request's session.
     return Response("".join(csv_lines(docs)), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{csv_name(journey, filters)}"'})
 
 
 @bp.get("/journeys/<slug>/trends")
 @require_api_key
 def journey_trends(slug: str):
-    found, failure = _map_request(slug)
-    if failure:
-        return failure
-    journey, filters, interval = found
+    journey, filters, interval = _map_request(slug)
     return jsonify(trends(journey, filters, interval or "week", current_app.config["FEEDBACK_MIN_REPORTING_N"]))
 
 

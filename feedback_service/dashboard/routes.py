@@ -13,7 +13,7 @@ from ..alerts.services import AlertError, acknowledge, alerts_query, recovery, r
 from ..extensions import db
 from ..insights.charts import Marker, Point, Series, describe_trend, trend_svg
 from ..insights.comments import search_comments, stage_themes
-from ..insights.feed import csv_lines, feed, map_with_themes
+from ..insights.feed import csv_lines, csv_name, feed, map_with_themes
 from ..insights.funnel import funnel
 from ..journeys.models import Journey
 from ..rollups.filters import FilterError, parse_filters
@@ -96,9 +96,8 @@ def journey_map():
 def map_csv():
     journey, filters, _form, _query = _view()
     interval = request.args.get("interval") if request.args.get("interval") in INTERVALS else None
-    name = f"{journey.slug}-map-{filters.start.isoformat()}-{filters.end.isoformat()}.csv"
     return Response("".join(csv_lines(feed(journey, filters, _min_n(), interval))), mimetype="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+                    headers={"Content-Disposition": f'attachment; filename="{csv_name(journey, filters)}"'})
 
 
 def _interval() -> str:

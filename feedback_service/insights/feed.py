@@ -19,6 +19,10 @@ CSV_COLUMNS = ("journey", "stage", "touchpoint", "level", "metric", "value", "n"
                "period_end", "ci_low", "ci_high", "previous_value", "change", "suppressed")
 
 
+def csv_name(journey: Journey, f: Filters) -> str:
+    return f"{journey.slug}-map-{f.start.isoformat()}-{f.end.isoformat()}.csv"
+
+
 def periods(f: Filters, interval: str | None) -> list[Filters]:
     """The period itself, or its weeks (Monday to Sunday) or months, clipped to it."""
     if interval is None:
