@@ -51,16 +51,18 @@ def reasons_for(rule: AlertRule, questions: dict[str, dict], answers) -> list[di
         elif rule.high_friction and a.measure == "friction" and a.score >= TOP_BOX_SCORE:
             reasons.append({"kind": "high-friction", "question": a.question_key, "value": a.value})
         elif terms and questions.get(a.question_key, {}).get("type") == "text":
-            text = f" {_fold(a.value)} "
-            # Whole words or phrases: "pain" is no alarm in "painting".
-            matched = [t for t in terms if f" {_fold(t)} " in _words(text)]
+            # Whole words or phrases, read alike on both sides: "pain" is no alarm in "painting",
+            # and "didn't listen" matches "Didn't listen!".
+            text = _words(a.value)
+            matched = [t for t in terms if _words(t).strip() and _words(t) in text]
             if matched:
                 reasons.append({"kind": "term", "question": a.question_key, "terms": matched})
     return reasons
 
 
 def _words(text: str) -> str:
-    return " " + " ".join("".join(c if c.isalnum() else " " for c in text).split()) + " "
+    """Lower case, no accents, words separated by single spaces and padded with one each side."""
+    return " " + " ".join("".join(c if c.isalnum() else " " for c in _fold(text)).split()) + " "
 
 
 def raise_alert(invitation, response) -> Alert | None:

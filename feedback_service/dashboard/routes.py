@@ -33,8 +33,8 @@ manager = role_required("manager", "admin")
 ALERTS_SHOWN = 100
 
 
-def _view():
-    """The chosen journey, its filters (the defaults where the query is wrong, with the errors
+def _view(slug: str | None = None):
+    """The chosen journey (`slug`, else the query's), its filters (the defaults where the query is wrong, with the errors
     shown), the filter form and the query string to carry to the other pages."""
     journeys = list(db.session.scalars(select(Journey).order_by(Journey.name)))
     if not journeys:
@@ -42,7 +42,7 @@ def _view():
     # Without a choice, the journey with the latest answers: the one a manager most likely means.
     latest = db.session.scalar(select(DailyCounts.journey_id).where(DailyCounts.responses > 0)
                                .order_by(DailyCounts.day.desc()).limit(1))
-    journey = next((j for j in journeys if j.slug == request.args.get("journey")), None) or next(
+    journey = next((j for j in journeys if j.slug == (slug or request.args.get("journey"))), None) or next(
         (j for j in journeys if j.id == latest), None) or next((j for j in journeys if j.is_default), journeys[0])
     today = utcnow().date()
     try:
@@ -129,10 +129,12 @@ def trends_page():
                            questions=question_scores(journey, filters.start, _min_n()))
 
 
-@bp.get("/trends/<stage>.svg")
+@bp.get("/journeys/<slug>/trends/<stage>.svg")
 @manager
-def trend_chart(stage: str):
-    journey, filters, _form, _query = _view()
+def trend_chart(slug: str, stage: str):
+    journey, filters, _form, _query = _view(slug)
+    if journey.slug != slug:
+        abort(404)
     data = trends(journey, filters, _interval(), _min_n())
     found = next((s for s in data["stages"] if s["slug"] == stage), None) or abort(404)
     title = f"{found['name']}: {_interval()}ly satisfaction and friction, {filters.start} to {filters.end}"

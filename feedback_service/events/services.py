@@ -148,6 +148,9 @@ def _record_one(item: EventIn, journey, rule, touchpoint, source, policy, now, s
                   journey=journey, touchpoint=touchpoint, patient=patient)
     db.session.add(event)
     seen[item.external_id] = event  # a second copy later in the same batch is a duplicate
+    # Written before scheduling: the fatigue and text-limit checks query by patient and journey,
+    # which must see this event's ids (and, in a batch, the earlier items' invitations).
+    db.session.flush()
     invitation, reason = schedule_invitation(event, rule, policy, now)
     if invitation is None:
         event.skip_reason = reason

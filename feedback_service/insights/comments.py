@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..journeys.models import Journey
+from ..responses.models import Response
 from ..rollups.filters import Filters
 from ..rollups.models import Comment, DailyCounts
 from ..rollups.queries import cell_filter
@@ -55,14 +56,15 @@ def search_comments(journey: Journey, f: Filters, min_n: int, text: str = "", pa
 
 def stage_themes(journey: Journey, f: Filters, min_n: int) -> dict[str, list[themes.Theme]]:
     """Per stage slug, the friction themes of the period's newest comments under the filters."""
-    newest = db.session.scalar(select(func.max(Comment.id)).where(Comment.journey_id == journey.id))
+    newest = db.session.scalar(select(func.max(Response.id)))
     return _themes(journey.id, f, min_n, newest)
 
 
 @lru_cache(maxsize=256)
 def _themes(journey_id: int, f: Filters, min_n: int, newest: int | None) -> dict[str, list[themes.Theme]]:
-    # Keyed by the journey's newest comment id: a new comment makes a new key, so nothing stale
-    # is ever served; repeated reads of the same map (a dashboard left open) cost nothing.
+    # Keyed by the newest response id: any answer (a comment, or one that lifts a touchpoint over
+    # the threshold) makes a new key, so nothing stale is served; repeated reads of the same map
+    # (a dashboard left open, a feed polled) cost nothing.
     journey = db.session.get(Journey, journey_id)
     slugs = {s.id: s.slug for s in journey.stages}
     rows = db.session.execute(

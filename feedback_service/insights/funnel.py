@@ -11,15 +11,19 @@ from sqlalchemy import and_, func, select
 
 from ..events.models import Event
 from ..extensions import db
-from ..journeys.models import Journey, Touchpoint
+from ..journeys.models import Journey
 from ..rollups.filters import Filters
 from ..rollups.scoring import complementary_suppression
 from ..scheduling.models import Invitation
 
 STEPS = ("events", "invited", "sent", "delivered", "opened", "answered")
-# (earlier, later) pairs where the later step is part of the earlier one: their difference is a count too.
-NESTED = (("events", "invited"), ("invited", "sent"), ("sent", "delivered"), ("sent", "opened"),
-          ("sent", "answered"))
+# (larger, smaller) pairs where every moment counted in the smaller step is counted in the larger,
+# closed under transitivity: the difference of any two such shown steps is a count too. (Delivered
+# and opened do not nest: a text opened from the link may have no delivery report.)
+CONTAINS = (("events", "invited"), ("events", "sent"), ("events", "delivered"), ("events", "opened"),
+            ("events", "answered"), ("invited", "sent"), ("invited", "delivered"), ("invited", "opened"),
+            ("invited", "answered"), ("sent", "delivered"), ("sent", "opened"), ("sent", "answered"),
+            ("delivered", "answered"), ("opened", "answered"))
 # Why a moment got no survey: the invitation's status when it has no reason of its own.
 STATUS_REASONS = {"expired": "expired-before-sending", "cancelled": "cancelled-by-hospital"}
 
@@ -32,9 +36,8 @@ def _moments(f: Filters):
 def _counts(journey: Journey, f: Filters) -> dict[int, dict]:
     """Per stage id: the raw step counts and skip reasons."""
     tps = {tp.id: s.id for s in journey.stages for tp in s.touchpoints}
-    wanted = [tp for tp, stage in tps.items()
-              if (not f.stage or stage == journey.stage(f.stage).id)
-              and (not f.touchpoint or db.session.get(Touchpoint, tp).slug == f.touchpoint)]
+    wanted = [tp.id for s in journey.stages for tp in s.touchpoints
+              if (not f.stage or s.slug == f.stage) and (not f.touchpoint or tp.slug == f.touchpoint)]
     last = (select(func.max(Invitation.id)).join(Event, Event.id == Invitation.event_id)
             .where(Invitation.journey_id == journey.id, *_moments(f)).group_by(Invitation.event_id))
     conds = [Invitation.id.in_(last), Invitation.touchpoint_id.in_(wanted)]
@@ -78,16 +81,16 @@ def _counts(journey: Journey, f: Filters) -> dict[int, dict]:
 
 
 def suppress_steps(steps: dict[str, int], min_n: int) -> dict[str, int | None]:
-    """Hide counts of 1 to min_n - 1, then, until nothing changes, any later step of a nested pair
-    whose difference from the earlier one is such a count."""
+    """Hide counts of 1 to min_n - 1, then, until nothing changes, the smaller step of any two
+    shown nested steps whose difference is such a count."""
     shown: dict[str, int | None] = {k: (None if 0 < v < min_n else v) for k, v in steps.items()}
     changed = True
     while changed:
         changed = False
-        for earlier, later in NESTED:
-            a, b = shown[earlier], shown[later]
+        for larger, smaller in CONTAINS:
+            a, b = shown[larger], shown[smaller]
             if a is not None and b is not None and 0 < a - b < min_n:
-                shown[later], changed = None, True
+                shown[smaller], changed = None, True
     return shown
 
 
@@ -102,14 +105,21 @@ def funnel(journey: Journey, f: Filters, min_n: int) -> list[dict]:
         cell = counts.get(stage.id, {"steps": dict.fromkeys(STEPS, 0), "skipped": {}})
         steps = suppress_steps(cell["steps"], min_n)
         reasons = sorted(cell["skipped"].items(), key=lambda kv: (-kv[1], kv[0]))
-        # The skipped total is events - invited: hide enough reasons that none small can be worked out.
-        hidden = complementary_suppression([[n for _, n in reasons]], min_n,
-                                           {i for i, (_, n) in enumerate(reasons) if n < min_n}) if reasons else set()
-        shown_reasons = [{"reason": r, "count": n} for i, (r, n) in enumerate(reasons) if i not in hidden]
-        other = sum(reasons[i][1] for i in hidden)
-        if other:
-            shown_reasons.append({"reason": "other reasons", "count": other if other >= min_n else None})
         skipped = None if steps["events"] is None or steps["invited"] is None else steps["events"] - steps["invited"]
         out.append({"slug": stage.slug, "name": stage.name, "steps": steps, "skipped": skipped,
-                    "skip_reasons": shown_reasons})
+                    "skip_reasons": _shown_reasons(reasons, min_n) if skipped is not None else
+                    # The reasons add up to events - invited: any of them would give a hidden step away.
+                    [{"reason": "reasons suppressed", "count": None}] if reasons else []})
     return out
+
+
+def _shown_reasons(reasons: list[tuple[str, int]], min_n: int) -> list[dict]:
+    """The reasons, with enough hidden that none small can be worked out from the shown total;
+    the hidden ones are summed as "other reasons" (itself hidden when small)."""
+    hidden = complementary_suppression([[n for _, n in reasons]], min_n,
+                                       {i for i, (_, n) in enumerate(reasons) if n < min_n}) if reasons else set()
+    shown = [{"reason": r, "count": n} for i, (r, n) in enumerate(reasons) if i not in hidden]
+    other = sum(reasons[i][1] for i in hidden)
+    if other:
+        shown.append({"reason": "other reasons", "count": other if other >= min_n else None})
+    return shown
