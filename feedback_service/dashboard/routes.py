@@ -17,7 +17,7 @@ from ..insights.feed import csv_lines, csv_name, feed, map_with_themes
 from ..insights.funnel import funnel
 from ..journeys.models import Journey
 from ..rollups.filters import FilterError, parse_filters
-from ..rollups.models import DailyCounts
+from ..rollups.models import DailyCounts, TouchpointDayCounts
 from ..rollups.queries import INTERVALS, trends
 from ..sqltypes import utcnow
 from ..staff.auth import role_required
@@ -34,14 +34,14 @@ ALERTS_SHOWN = 100
 
 
 def _view(slug: str | None = None):
-    """The chosen journey (`slug`, else the query's), its filters (the defaults where the query is wrong, with the errors
-    shown), the filter form and the query string to carry to the other pages."""
+    """The chosen journey (`slug`, else the query's), its filters (the defaults where the query is
+    wrong, with the errors shown), the filter form and the query string to carry to the other pages."""
     journeys = list(db.session.scalars(select(Journey).order_by(Journey.name)))
     if not journeys:
         abort(404)
     # Without a choice, the journey with the latest answers: the one a manager most likely means.
-    latest = db.session.scalar(select(DailyCounts.journey_id).where(DailyCounts.responses > 0)
-                               .order_by(DailyCounts.day.desc()).limit(1))
+    latest = db.session.scalar(select(TouchpointDayCounts.journey_id).where(TouchpointDayCounts.responses > 0)
+                               .order_by(TouchpointDayCounts.day.desc()).limit(1))
     journey = next((j for j in journeys if j.slug == (slug or request.args.get("journey"))), None) or next(
         (j for j in journeys if j.id == latest), None) or next((j for j in journeys if j.is_default), journeys[0])
     today = utcnow().date()

@@ -12,8 +12,8 @@ from ..extensions import db
 from ..journeys.models import Journey
 from ..responses.models import Response
 from ..rollups.filters import Filters
-from ..rollups.models import Comment, DailyCounts
-from ..rollups.queries import cell_filter
+from ..rollups.models import Comment
+from ..rollups.queries import cell_filter, levels
 from . import themes
 
 PAGE = 50
@@ -29,8 +29,9 @@ def _escape_like(text: str) -> str:
 
 def _reportable(journey: Journey, f: Filters, min_n: int):
     """Touchpoints with at least min_n responses under the filters."""
-    return (select(DailyCounts.touchpoint_id).where(*cell_filter(DailyCounts, journey, f))
-            .group_by(DailyCounts.touchpoint_id).having(func.sum(DailyCounts.responses) >= min_n))
+    counts, _scores = levels(f)
+    return (select(counts.touchpoint_id).where(*cell_filter(counts, journey, f))
+            .group_by(counts.touchpoint_id).having(func.sum(counts.responses) >= min_n))
 
 
 def friction_filter():

@@ -9,9 +9,9 @@ from datetime import date, timedelta
 from sqlalchemy import func, select
 
 from ..extensions import db
-from ..journeys.models import Journey, QuestionSet, QuestionSetVersion
+from ..journeys.models import Journey, QuestionSetVersion
 from .filters import Filters
-from .models import DailyCounts, DailyScores
+from .models import DailyCounts, DailyScores, TouchpointDayCounts, TouchpointDayScores
 from .scoring import (REPORTED, SCALE, Sums, cell_summary, complementary_suppression, measure_summary,
                       sibling_suppression)
 from .services import SUM_FIELDS
@@ -35,18 +35,27 @@ def cell_filter(model, journey: Journey, f: Filters, *, from_start: bool = True)
     return conds
 
 
+def levels(f: Filters) -> tuple:
+    """The (counts, scores) rollups to read: per touchpoint and day unless a filter needs more."""
+    if f.channel or f.locale or f.source:
+        return DailyCounts, DailyScores
+    return TouchpointDayCounts, TouchpointDayScores
+
+
 def _sums(rows) -> Sums:
     return Sums(*(v or 0 for v in rows))
 
 
 def touchpoint_sums(journey: Journey, f: Filters) -> tuple[dict, dict]:
     """({touchpoint_id: (sent, responses)}, {touchpoint_id: {measure: Sums}}) for the filters."""
+    counts_model, scores_model = levels(f)
     counts = db.session.execute(
-        select(DailyCounts.touchpoint_id, func.sum(DailyCounts.sent), func.sum(DailyCounts.responses))
-        .where(*cell_filter(DailyCounts, journey, f)).group_by(DailyCounts.touchpoint_id)).all()
+        select(counts_model.touchpoint_id, func.sum(counts_model.sent), func.sum(counts_model.responses))
+        .where(*cell_filter(counts_model, journey, f)).group_by(counts_model.touchpoint_id)).all()
     scores = db.session.execute(
-        select(DailyScores.touchpoint_id, DailyScores.measure, *(func.sum(getattr(DailyScores, n)) for n in SUM_FIELDS))
-        .where(*cell_filter(DailyScores, journey, f)).group_by(DailyScores.touchpoint_id, DailyScores.measure)).all()
+        select(scores_model.touchpoint_id, scores_model.measure,
+               *(func.sum(getattr(scores_model, n)) for n in SUM_FIELDS))
+        .where(*cell_filter(scores_model, journey, f)).group_by(scores_model.touchpoint_id, scores_model.measure)).all()
     measures: dict[int, dict[str, Sums]] = defaultdict(dict)
     for tp, measure, *values in scores:
         measures[tp][measure] = _sums(values)
@@ -141,18 +150,18 @@ def _periods(f: Filters, interval: str) -> list[date]:
 def version_changes(journey: Journey, f: Filters) -> dict[int, list[dict]]:
     """Per stage, the question-set versions first used for a moment inside the period, other than
     the first version of a set."""
-    rows = db.session.execute(
-        select(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version, func.min(DailyCounts.day))
-        .join(QuestionSetVersion, QuestionSetVersion.id == DailyCounts.question_set_version_id)
-        .join(QuestionSet, QuestionSet.id == QuestionSetVersion.question_set_id)
+    firsts = dict(db.session.execute(
+        select(DailyCounts.question_set_version_id, func.min(DailyCounts.day))
         .where(*cell_filter(DailyCounts, journey, f, from_start=False))
-        .group_by(DailyCounts.stage_id, QuestionSet.key, QuestionSetVersion.version)).all()
+        .group_by(DailyCounts.question_set_version_id)).all())
+    versions = db.session.scalars(select(QuestionSetVersion).where(QuestionSetVersion.id.in_(firsts)))
     changes: dict[int, list[dict]] = defaultdict(list)
     seen: set[tuple] = set()
-    for stage_id, key, version, first in sorted(rows, key=lambda r: (r[3], r[1], r[2])):
+    for v in sorted(versions, key=lambda v: (firsts[v.id], v.question_set.key, v.version)):
+        stage_id, key = v.question_set.stage_id, v.question_set.key
         # A set's first version in use is its start, not a change.
-        if (stage_id, key) in seen and first >= f.start:
-            changes[stage_id].append({"date": first.isoformat(), "label": f"{key} v{version}"})
+        if (stage_id, key) in seen and firsts[v.id] >= f.start:
+            changes[stage_id].append({"date": firsts[v.id].isoformat(), "label": f"{key} v{v.version}"})
         seen.add((stage_id, key))
     return changes
 
@@ -162,11 +171,10 @@ def trends(journey: Journey, f: Filters, interval: str, min_n: int) -> dict:
     score, 95% interval and responses for each measure, and the question-set version changes.
     Periods are suppressed like cells, and across the stage's periods enough more that no
     suppressed one can be worked out from the period's total."""
+    _counts, scores = levels(f)
     rows = db.session.execute(
-        select(DailyScores.stage_id, DailyScores.day, DailyScores.measure,
-               *(func.sum(getattr(DailyScores, n)) for n in SUM_FIELDS))
-        .where(*cell_filter(DailyScores, journey, f))
-        .group_by(DailyScores.stage_id, DailyScores.day, DailyScores.measure)).all()
+        select(scores.stage_id, scores.day, scores.measure, *(func.sum(getattr(scores, n)) for n in SUM_FIELDS))
+        .where(*cell_filter(scores, journey, f)).group_by(scores.stage_id, scores.day, scores.measure)).all()
     buckets: dict[tuple, Sums] = defaultdict(Sums)
     for stage_id, day, measure, *values in rows:
         buckets[(stage_id, period_start(day, interval), measure)].add(_sums(values))

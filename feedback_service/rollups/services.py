@@ -14,14 +14,16 @@ from ..events.models import Event
 from ..journeys.models import QuestionSetVersion
 from ..responses.models import Answer, Response
 from ..scheduling.models import Invitation
-from .models import CELL_KEY, Comment, DailyCounts, DailyScores
+from .models import (CELL_KEY, PLACE_KEY, Comment, DailyCounts, DailyScores, TouchpointDayCounts,
+                     TouchpointDayScores)
 from .scoring import BOTTOM_BOX_SCORE, NPS, Sums, nps_value
 
 _INSERTS = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}
 SUM_FIELDS = tuple(f.name for f in fields(Sums))
+LEVELS = {"counts": (DailyCounts, TouchpointDayCounts), "scores": (DailyScores, TouchpointDayScores)}
 
 
-def _increment(model, keys: dict, deltas: dict) -> None:
+def _upsert_add(model, keys: dict, deltas: dict) -> None:
     """Atomic upsert-and-add, so concurrent workers never lose an increment."""
     insert_ = _INSERTS[db.session.get_bind().dialect.name]
     stmt = insert_(model).values(**keys, **deltas)
@@ -30,6 +32,17 @@ def _increment(model, keys: dict, deltas: dict) -> None:
         set_={k: getattr(model, k) + stmt.excluded[k] for k in deltas},
     )
     db.session.execute(stmt)
+
+
+def _place(cell: dict) -> dict:
+    return {k: cell[k] for k in ("journey_id", "stage_id", *PLACE_KEY)}
+
+
+def _increment(kind: str, cell: dict, deltas: dict) -> None:
+    """Add to both levels: the detailed row and the touchpoint-day row."""
+    detailed, coarse = LEVELS[kind]
+    _upsert_add(detailed, cell, deltas)
+    _upsert_add(coarse, {**_place(cell), **({"measure": cell["measure"]} if "measure" in cell else {})}, deltas)
 
 
 def _cell(invitation) -> dict:
@@ -60,7 +73,7 @@ def response_sums(questions: dict[str, dict], answers) -> dict[str, Sums]:
 def record_sent(invitation, count: int = 1) -> None:
     """Count a send; -1 takes it back (the provider could not deliver it, and the rule's next
     channel will send, and count, again)."""
-    _increment(DailyCounts, _cell(invitation), {"sent": count, "responses": 0})
+    _increment("counts", _cell(invitation), {"sent": count, "responses": 0})
 
 
 def comment_rows(questions: dict[str, dict], answers, sums: dict[str, Sums]) -> list[dict]:
@@ -74,11 +87,11 @@ def comment_rows(questions: dict[str, dict], answers, sums: dict[str, Sums]) -> 
 def record_answers(invitation, response) -> None:
     """Add one response (flushed, with its answers) to the rollups and its comments to theirs."""
     cell = _cell(invitation)
-    _increment(DailyCounts, cell, {"sent": 0, "responses": 1})
+    _increment("counts", cell, {"sent": 0, "responses": 1})
     questions = {q["key"]: q for q in invitation.question_set_version.questions}
     sums = response_sums(questions, response.answers)
     for measure, measure_sums in sums.items():
-        _increment(DailyScores, {**cell, "measure": measure}, asdict(measure_sums))
+        _increment("scores", {**cell, "measure": measure}, asdict(measure_sums))
     for row in comment_rows(questions, response.answers, sums):
         db.session.add(Comment(**cell, **row, response_id=response.id, submitted_at=response.submitted_at))
 
@@ -101,8 +114,9 @@ def rebuild_rollups(progress=None, session=None) -> dict[str, int]:
     if session.get_bind().dialect.name == "postgresql":
         # Increments wait until the rebuild commits, then add to the rebuilt rows: none is lost
         # or counted twice (reads go on meanwhile).
-        session.execute(text("LOCK TABLE rollup_daily_counts, rollup_daily_scores, comments IN EXCLUSIVE MODE"))
-    for model in (DailyScores, DailyCounts, Comment):
+        session.execute(text("LOCK TABLE rollup_daily_counts, rollup_daily_scores, rollup_touchpoint_counts, "
+                             "rollup_touchpoint_scores, comments IN EXCLUSIVE MODE"))
+    for model in (DailyScores, DailyCounts, TouchpointDayScores, TouchpointDayCounts, Comment):
         session.execute(delete(model))
 
     key_names = ("journey_id", "stage_id", *CELL_KEY)
@@ -153,9 +167,24 @@ def rebuild_rollups(progress=None, session=None) -> dict[str, int]:
 
     count_rows = [dict(zip(key_names, k), sent=s, responses=r) for k, (s, r) in counts.items()]
     score_rows = [dict(zip((*key_names, "measure"), k), **asdict(v)) for k, v in scores.items()]
-    for model, rows in ((DailyCounts, count_rows), (DailyScores, score_rows), (Comment, comments)):
+    # The touchpoint-day level is the detailed rows added up, in the order the rows were built.
+    place_counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for row in count_rows:
+        total = place_counts[tuple(_place(row).values())]
+        total[0] += row["sent"]
+        total[1] += row["responses"]
+    place_scores: dict[tuple, Sums] = defaultdict(Sums)
+    for (*key, measure), sums in scores.items():
+        place_scores[(*_place(dict(zip(key_names, key))).values(), measure)].add(sums)
+    place_names = ("journey_id", "stage_id", *PLACE_KEY)
+    for model, rows in (
+            (DailyCounts, count_rows), (DailyScores, score_rows), (Comment, comments),
+            (TouchpointDayCounts, [dict(zip(place_names, k), sent=s, responses=r)
+                                   for k, (s, r) in place_counts.items()]),
+            (TouchpointDayScores, [dict(zip((*place_names, "measure"), k), **asdict(v))
+                                   for k, v in place_scores.items()])):
         for i in range(0, len(rows), BATCH):
             session.execute(insert(model), rows[i:i + BATCH])
     session.commit()
     return {"responses": read, "count_rows": len(count_rows), "score_rows": len(score_rows),
-            "comments": len(comments)}
+            "touchpoint_day_rows": len(place_counts), "comments": len(comments)}

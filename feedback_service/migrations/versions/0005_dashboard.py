@@ -122,24 +122,43 @@ def downgrade():
     # ### end Alembic commands ###
 
 
-def _cell_columns(table: str) -> list:
+def _place_columns(table: str) -> list:
     return [
         sa.Column('id', sa.Integer(), nullable=False),
         sa.Column('journey_id', sa.Integer(), nullable=False),
         sa.Column('stage_id', sa.Integer(), nullable=False),
         sa.Column('touchpoint_id', sa.Integer(), nullable=False),
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.ForeignKeyConstraint(['journey_id'], ['journeys.id'], name=op.f(f'fk_{table}_journey_id_journeys')),
+        sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f(f'fk_{table}_stage_id_stages')),
+        sa.ForeignKeyConstraint(['touchpoint_id'], ['touchpoints.id'],
+                                name=op.f(f'fk_{table}_touchpoint_id_touchpoints')),
+        sa.PrimaryKeyConstraint('id', name=op.f(f'pk_{table}')),
+    ]
+
+
+def _cell_columns(table: str) -> list:
+    return [
+        *_place_columns(table),
         sa.Column('question_set_version_id', sa.Integer(), nullable=False),
         sa.Column('channel', sa.String(length=10), nullable=False),
         sa.Column('locale', sa.String(length=20), nullable=False),
         sa.Column('source', sa.String(length=80), nullable=False),
-        sa.Column('day', sa.Date(), nullable=False),
-        sa.ForeignKeyConstraint(['journey_id'], ['journeys.id'], name=op.f(f'fk_{table}_journey_id_journeys')),
-        sa.ForeignKeyConstraint(['stage_id'], ['stages.id'], name=op.f(f'fk_{table}_stage_id_stages')),
-        sa.ForeignKeyConstraint(['touchpoint_id'], ['touchpoints.id'], name=op.f(f'fk_{table}_touchpoint_id_touchpoints')),
         sa.ForeignKeyConstraint(['question_set_version_id'], ['question_set_versions.id'],
                                 name=op.f(f'fk_{table}_question_set_version_id_question_set_versions')),
-        sa.PrimaryKeyConstraint('id', name=op.f(f'pk_{table}')),
     ]
+
+
+def _score_columns() -> list:
+    return [sa.Column('measure', sa.String(length=20), nullable=False),
+            sa.Column('responses', sa.Integer(), nullable=False),
+            sa.Column('n', sa.Integer(), nullable=False),
+            sa.Column('total', sa.Double(), nullable=False),
+            sa.Column('resp_total_sq', sa.Double(), nullable=False),
+            sa.Column('resp_n_sq', sa.Double(), nullable=False),
+            sa.Column('resp_cross', sa.Double(), nullable=False),
+            sa.Column('top_box', sa.Integer(), nullable=False),
+            sa.Column('bottom_box', sa.Integer(), nullable=False)]
 
 
 CELL = ['touchpoint_id', 'question_set_version_id', 'channel', 'locale', 'source', 'day']
@@ -153,18 +172,20 @@ def _recreate_rollups():
                     sa.Column('responses', sa.Integer(), nullable=False),
                     sa.UniqueConstraint(*CELL, name='uq_rollup_daily_counts_cell'))
     op.create_index('ix_rollup_daily_counts_journey_day', 'rollup_daily_counts', ['journey_id', 'day'])
-    op.create_table('rollup_daily_scores', *_cell_columns('rollup_daily_scores'),
-                    sa.Column('measure', sa.String(length=20), nullable=False),
-                    sa.Column('responses', sa.Integer(), nullable=False),
-                    sa.Column('n', sa.Integer(), nullable=False),
-                    sa.Column('total', sa.Double(), nullable=False),
-                    sa.Column('resp_total_sq', sa.Double(), nullable=False),
-                    sa.Column('resp_n_sq', sa.Double(), nullable=False),
-                    sa.Column('resp_cross', sa.Double(), nullable=False),
-                    sa.Column('top_box', sa.Integer(), nullable=False),
-                    sa.Column('bottom_box', sa.Integer(), nullable=False),
+    op.create_table('rollup_daily_scores', *_cell_columns('rollup_daily_scores'), *_score_columns(),
                     sa.UniqueConstraint(*CELL, 'measure', name='uq_rollup_daily_scores_cell'))
     op.create_index('ix_rollup_daily_scores_journey_day', 'rollup_daily_scores', ['journey_id', 'day'])
+    op.create_index('ix_rollup_daily_counts_journey_version', 'rollup_daily_counts',
+                    ['journey_id', 'question_set_version_id', 'day'])
+    op.create_table('rollup_touchpoint_counts', *_place_columns('rollup_touchpoint_counts'),
+                    sa.Column('sent', sa.Integer(), nullable=False),
+                    sa.Column('responses', sa.Integer(), nullable=False),
+                    sa.UniqueConstraint('touchpoint_id', 'day', name='uq_rollup_touchpoint_counts_place'))
+    op.create_index('ix_rollup_touchpoint_counts_journey_day', 'rollup_touchpoint_counts', ['journey_id', 'day'])
+    op.create_table('rollup_touchpoint_scores', *_place_columns('rollup_touchpoint_scores'),
+                    *_score_columns(),
+                    sa.UniqueConstraint('touchpoint_id', 'day', 'measure', name='uq_rollup_touchpoint_scores_place'))
+    op.create_index('ix_rollup_touchpoint_scores_journey_day', 'rollup_touchpoint_scores', ['journey_id', 'day'])
     # The application's own rebuild, on this migration's connection and transaction. Should a
     # later revision change these models, this step must be frozen into SQL here first.
     from sqlalchemy.orm import Session
@@ -177,6 +198,8 @@ def _recreate_rollups():
 def _restore_old_rollups():
     """The old tables, empty: their rows cannot be made from the new ones' without the rebuild
     of that older version."""
+    op.drop_table('rollup_touchpoint_scores')
+    op.drop_table('rollup_touchpoint_counts')
     op.drop_table('rollup_daily_scores')
     op.drop_table('rollup_daily_counts')
     op.create_table('rollup_daily_counts',
