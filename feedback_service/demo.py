@@ -80,8 +80,10 @@ class _KeptChannel:
         return Delivery(provider_message_id=f"demo-{message.invitation_id}")
 
 
-def _answer(question: dict, quality: float, rng: random.Random, locale: str, stage: str) -> str | None:
-    good = min(1.0, max(0.0, rng.gauss(quality, 0.22)))
+def _answer(question: dict, mood: float, rng: random.Random, locale: str, stage: str) -> str | None:
+    """One answer of a patient whose experience was `mood` good (0-1): their answers and their
+    comment agree, as real ones mostly do."""
+    good = min(1.0, max(0.0, rng.gauss(mood, 0.1)))
     qtype = question["type"]
     if qtype in SCALES:
         lo, hi, _ = SCALES[qtype]
@@ -93,7 +95,7 @@ def _answer(question: dict, quality: float, rng: random.Random, locale: str, sta
         return min(question["options"], key=lambda o: abs(o.get("score", 50) - good * 100))["value"]
     if qtype == "text" and rng.random() < 0.35:
         happy, unhappy = COMMENTS.get(stage, {}).get(locale) or COMMENTS.get(stage, {}).get("en", ([], []))
-        bank = happy if rng.random() < quality else unhappy
+        bank = happy if mood >= 0.6 else unhappy
         return rng.choice(bank) if bank else None
     return None
 
@@ -152,8 +154,8 @@ def seed_demo(patients: int = 400, seed: int = 7) -> dict:
             when = min(invitation.sent_at + timedelta(hours=rng.uniform(0.2, 48)), today)
             if invitation.status != "sent" or when >= invitation.expires_at:
                 continue
-            quality = QUALITY.get(invitation.touchpoint.slug, 0.7)
-            values = {q["key"]: _answer(q, quality, rng, invitation.locale, invitation.stage.slug)
+            mood = min(1.0, max(0.0, rng.gauss(QUALITY.get(invitation.touchpoint.slug, 0.7), 0.2)))
+            values = {q["key"]: _answer(q, mood, rng, invitation.locale, invitation.stage.slug)
                       for q in invitation.question_set_version.questions}
             try:
                 record_response(invitation, values, now=when)

@@ -36,13 +36,20 @@ def periods(f: Filters, interval: str | None) -> list[Filters]:
     return out
 
 
+def themes_of(journey: Journey, f: Filters, min_n: int) -> dict[str, list[dict]]:
+    """Per stage slug, its top friction themes as the feed gives them: term and count. Example
+    comments stay on the dashboard, behind sign-in; no share either (with the count, it would
+    give the number of comments)."""
+    return {slug: [{"term": t.term, "count": t.count} for t in found]
+            for slug, found in stage_themes(journey, f, min_n).items()}
+
+
 def map_with_themes(journey: Journey, f: Filters, min_n: int) -> dict:
-    """The map of the period with each stage's top friction themes (term and count: the example
-    comments stay on the dashboard, behind sign-in)."""
+    """The map of the period with each stage's top friction themes."""
     doc = journey_map(journey, f, min_n)
-    found = stage_themes(journey, f, min_n)
+    found = themes_of(journey, f, min_n)
     for stage in doc["stages"]:
-        stage["themes"] = [{"term": t.term, "count": t.count, "share": t.share} for t in found.get(stage["slug"], [])]
+        stage["themes"] = found.get(stage["slug"], [])
     return doc
 
 
@@ -64,7 +71,7 @@ def _metrics(cell: dict) -> Iterator[tuple]:
 def csv_rows(doc: dict) -> Iterator[dict]:
     """The CSV rows of one period's map (see CSV_COLUMNS)."""
     base = {"journey": doc["journey"], "date": doc["to"], "period_start": doc["from"], "period_end": doc["to"]}
-    for stage in doc["stages"]:
+    for stage in doc.get("stages", []):
         cells = [("stage", stage, "")] + [("touchpoint", tp, tp["slug"]) for tp in stage["touchpoints"]]
         for level, cell, tp_slug in cells:
             trend = cell.get("trend", {})
@@ -76,10 +83,12 @@ def csv_rows(doc: dict) -> Iterator[dict]:
                        "ci_low": ci[0] if ci else "", "ci_high": ci[1] if ci else "",
                        "previous_value": _blank(change.get("previous")), "change": _blank(change.get("change")),
                        "suppressed": "true" if value is None else "false"}
-        for theme in stage.get("themes", []):
-            yield {**base, "stage": stage["slug"], "touchpoint": "", "level": "stage",
-                   "metric": f"theme: {theme['term']}", "value": theme["count"], "n": theme["count"], "ci_low": "",
-                   "ci_high": "", "previous_value": "", "change": "", "suppressed": "false"}
+    themes = {stage["slug"]: stage.get("themes", []) for stage in doc.get("stages", [])} | doc.get("themes", {})
+    for slug, found in themes.items():
+        for theme in found:
+            yield {**base, "stage": slug, "touchpoint": "", "level": "stage", "metric": f"theme: {theme['term']}",
+                   "value": theme["count"], "n": theme["count"], "ci_low": "", "ci_high": "", "previous_value": "",
+                   "change": "", "suppressed": "false"}
 
 
 def _blank(value):
@@ -87,21 +96,27 @@ def _blank(value):
 
 
 def feed(journey: Journey, f: Filters, min_n: int, interval: str | None = None) -> Iterator[dict]:
-    """The whole period's map (with themes), then, given an interval, each week's or month's."""
-    yield map_with_themes(journey, f, min_n)
-    if interval:
-        for part in periods(f, interval):
-            yield journey_map(journey, part, min_n)
+    """The period's map, with themes. Given an interval: a heading with the period's themes, then
+    each week's or month's map, and not the whole period's map too: a hidden week could be worked
+    out as the whole minus the weeks shown."""
+    if not interval:
+        yield map_with_themes(journey, f, min_n)
+        return
+    yield {"journey": journey.slug, "name": journey.name, "from": f.start.isoformat(), "to": f.end.isoformat(),
+           "interval": interval, "filters": {k: v for k, v in f.as_query().items() if k not in ("from", "to")},
+           "min_reporting_n": min_n, "themes": themes_of(journey, f, min_n)}
+    for part in periods(f, interval):
+        yield journey_map(journey, part, min_n)
 
 
 def json_chunks(docs: Iterator[dict], interval: str | None) -> Iterator[str]:
-    """The feed as one JSON document, written a period at a time: the whole period's map with,
-    given an interval, "periods": [its weeks' or months' maps]."""
-    whole = next(docs)
+    """The feed as one JSON document, written a period at a time: the period's map or, given an
+    interval, the heading with "periods": [each week's or month's map]."""
+    first = next(docs)
     if not interval:
-        yield json.dumps(whole, ensure_ascii=False)
+        yield json.dumps(first, ensure_ascii=False)
         return
-    yield json.dumps({**whole, "interval": interval}, ensure_ascii=False)[:-1] + ', "periods": ['
+    yield json.dumps(first, ensure_ascii=False)[:-1] + ', "periods": ['
     for i, doc in enumerate(docs):
         yield ("," if i else "") + json.dumps(doc, ensure_ascii=False)
     yield "]}"

@@ -4,6 +4,7 @@ never the answers table."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import date, timedelta
 
 from sqlalchemy import func, select
@@ -12,8 +13,8 @@ from ..extensions import db
 from ..journeys.models import Journey, QuestionSetVersion
 from .filters import Filters
 from .models import DailyCounts, DailyScores, TouchpointDayCounts, TouchpointDayScores
-from .scoring import (REPORTED, SCALE, Sums, cell_summary, complementary_suppression, measure_summary,
-                      sibling_suppression)
+from .scoring import (REPORTED, SCALE, Hidden, Sums, cell_summary, complementary_suppression, measure_summary,
+                      sibling_suppression, skipped_small)
 from .services import SUM_FIELDS
 
 INTERVALS = ("week", "month")
@@ -72,26 +73,66 @@ def _stages(journey: Journey, f: Filters):
             yield stage, tps
 
 
+NARROWING = ("channel", "locale", "source")
+
+
+def _small_difference(wider: tuple, narrower: tuple, min_n: int) -> bool:
+    """Whether a cell under a filter differs from the same cell without it by 1 to min_n - 1
+    patients, in any count shown: responses, non-responders, or a measure's responses."""
+    (w_sent, w_resp), w_measures = wider
+    (n_sent, n_resp), n_measures = narrower
+    differences = [w_resp - n_resp, (w_sent - w_resp) - (n_sent - n_resp)] + [
+        w_measures.get(m, Sums()).responses - n_measures.get(m, Sums()).responses for m in REPORTED]
+    return any(0 < d < min_n for d in differences)
+
+
 def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
     """Per stage (journey order) and touchpoint: counts, response rate and every measure, with
-    small counts and what would reveal them suppressed."""
-    tp_counts, tp_measures = touchpoint_sums(journey, f)
+    small counts and what would reveal them suppressed. What would reveal them includes the
+    stage's other touchpoints (the touchpoint filter selects from the stage's cells, it does not
+    recompute them) and the same cells without a channel, language or source filter."""
+    whole = replace(f, touchpoint=None)
+    sums = touchpoint_sums(journey, whole)
+    wider = [touchpoint_sums(journey, replace(whole, **{name: None})) for name in NARROWING if getattr(f, name)]
+
+    def cell(sums_, tp_id):
+        counts, measures = sums_
+        return counts.get(tp_id, (0, 0)), measures.get(tp_id, {})
+
+    def total(sums_, tps):
+        counts, measures = [cell(sums_, tp.id) for tp in tps], defaultdict(Sums)
+        for _, per_tp in counts:
+            for m, s in per_tp.items():
+                measures[m].add(s)
+        return (sum(c[0][0] for c in counts), sum(c[0][1] for c in counts)), dict(measures)
+
     out = []
-    for stage, tps in _stages(journey, f):
-        pairs = [tp_counts.get(tp.id, (0, 0)) for tp in tps]
-        sent, resp = [p[0] for p in pairs], [p[1] for p in pairs]
-        measures = [tp_measures.get(tp.id, {}) for tp in tps]
-        stage_measures: dict[str, Sums] = defaultdict(Sums)
-        for per_tp in measures:
-            for measure, s in per_tp.items():
-                stage_measures[measure].add(s)
+    for stage, tps in _stages(journey, whole):
+        mine = [cell(sums, tp.id) for tp in tps]
+        sent, resp, measures = [c[0][0] for c in mine], [c[0][1] for c in mine], [c[1] for c in mine]
+        forced = {i for i, tp in enumerate(tps) if any(_small_difference(cell(w, tp.id), mine[i], min_n)
+                                                      for w in wider)}
         # The stage is the touchpoints' total: hide enough that no small count can be worked out.
-        hidden = sibling_suppression(sent, resp, measures, min_n)
-        touchpoints = [{"slug": tp.slug, "name": tp.name, "kind": tp.kind,
-                        **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])}
-                       for i, tp in enumerate(tps)]
-        out.append({"slug": stage.slug, "name": stage.name, "position": stage.position,
-                    **cell_summary(sum(sent), sum(resp), stage_measures, min_n), "touchpoints": touchpoints})
+        hidden = sibling_suppression(sent, resp, measures, min_n, forced)
+        shown = [i for i, tp in enumerate(tps) if not f.touchpoint or tp.slug == f.touchpoint]
+        if not shown:
+            continue
+        # A touchpoint whose skipped-measure count is hidden hides the stage's too (else: subtract).
+        counts_hidden = frozenset(m for i in shown for m in REPORTED if not hidden[i].cell
+                                  and skipped_small(resp[i], measures[i].get(m), min_n))
+        touchpoints = [{"slug": tps[i].slug, "name": tps[i].name, "kind": tps[i].kind,
+                        **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])} for i in shown]
+        if f.touchpoint:
+            # The stage narrowed to one touchpoint is that touchpoint's cell.
+            stage_cell = {k: v for k, v in touchpoints[0].items() if k not in ("slug", "name", "kind")}
+        else:
+            stage_total = total(sums, tps)
+            (stage_sent, stage_resp), stage_measures = stage_total
+            stage_hidden = Hidden(cell=any(_small_difference(total(w, tps), stage_total, min_n) for w in wider),
+                                  counts=counts_hidden)
+            stage_cell = cell_summary(stage_sent, stage_resp, stage_measures, min_n, stage_hidden)
+        out.append({"slug": stage.slug, "name": stage.name, "position": stage.position, **stage_cell,
+                    "touchpoints": touchpoints})
     return out
 
 

@@ -59,7 +59,7 @@ def _small(count: int, min_n: int) -> bool:
 
 
 def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: bool = False,
-                    scale: tuple[float, float] = (0.0, 100.0)) -> dict:
+                    scale: tuple[float, float] = (0.0, 100.0), hide_counts: bool = False) -> dict:
     """The reported figures for one measure of one cell, or {"suppressed": true}.
 
     Suppression counts responses (patients), not answers, so that two questions on the same
@@ -79,8 +79,9 @@ def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: boo
     return {
         "suppressed": False,
         "score": round(mean, 1),
-        "n": s.n,
-        "responses": s.responses,
+        # Hidden when the patients of the cell who skipped this measure are 1 to 10.
+        "n": None if hide_counts else s.n,
+        "responses": None if hide_counts else s.responses,
         # A share times n gives a count: hide it when that count, or its complement, is 1 to 10.
         "top_box_pct": None if hide_top_box or _small(s.top_box, min_n) or _small(s.n - s.top_box, min_n)
         else round(100.0 * s.top_box / s.n, 1),
@@ -96,6 +97,7 @@ class Hidden:
     sent: bool = False
     measures: frozenset = frozenset()
     top_box: frozenset = frozenset()
+    counts: frozenset = frozenset()  # measures whose n and responses are hidden
 
 
 def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: int,
@@ -112,9 +114,16 @@ def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: in
         "sent": sent if sent_shown else None,
         "response_rate": round(responses / sent, 4) if sent and sent_shown else None,
         **{m: measure_summary(measures.get(m, Sums()), min_n, hidden=m in hidden.measures,
-                              hide_top_box=m in hidden.top_box or m == NPS, scale=SCALE.get(m, (0.0, 100.0)))
+                              hide_top_box=m in hidden.top_box or m == NPS, scale=SCALE.get(m, (0.0, 100.0)),
+                              hide_counts=m in hidden.counts or skipped_small(responses, measures.get(m), min_n))
            for m in REPORTED},
     }
+
+
+def skipped_small(responses: int, s: Sums | None, min_n: int) -> bool:
+    """Whether the patients who answered but skipped a measure's questions are 1 to min_n - 1
+    (a measure nobody answered shows no counts anyway)."""
+    return s is not None and _small(responses - s.responses, min_n)
 
 
 def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[int]) -> set[int]:
@@ -132,14 +141,14 @@ def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[
 
 
 def sibling_suppression(sent: list[int], responses: list[int], measures: list[dict[str, Sums]],
-                        min_n: int) -> list[Hidden]:
+                        min_n: int, forced: set[int] = frozenset()) -> list[Hidden]:
     """Complementary suppression for the touchpoints of one stage, for every count a reader
     could subtract: responses, patients who did not answer, and per measure its responses and
-    the answers in and out of the top box."""
+    the answers in and out of the top box. `forced`: cells hidden whatever their own counts."""
     def below(values, limit_zero=False):
         return {i for i, v in enumerate(values) if (v < min_n if limit_zero else _small(v, min_n))}
 
-    cells = complementary_suppression([responses], min_n, below(responses, limit_zero=True))
+    cells = complementary_suppression([responses], min_n, below(responses, limit_zero=True) | set(forced))
     silent = [s - r for s, r in zip(sent, responses)]
     no_sent = complementary_suppression([silent], min_n, cells | below(silent))
     hidden_measures, hidden_top = {}, {}
