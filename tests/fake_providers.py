@@ -41,6 +41,12 @@ class Reply:
     to: str | None = None  # only for sends to this recipient (None: the next send, whoever it is to)
 
 
+class _Server(ThreadingHTTPServer):
+    # The dispatcher opens up to FEEDBACK_SEND_CONCURRENCY connections at once: the default listen
+    # backlog of 5 drops some of them under load, which the service rightly takes as sends in doubt.
+    request_queue_size = 128
+
+
 class FakeProvider:
     def __init__(self):
         self.requests: list[Seen] = []
@@ -63,7 +69,7 @@ class FakeProvider:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
