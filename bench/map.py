@@ -520,8 +520,8 @@ def run(args, url: str, tmp: Path) -> int:
             started = time.perf_counter()
             summary = rebuild_rollups()
             rebuild_s = time.perf_counter() - started
-            print(f"rebuild_rollups: {rebuild_s:.1f} s -> {summary['count_rows']:,} count rows, "
-                  f"{summary['score_rows']:,} score rows, {summary['comments']:,} comments", flush=True)
+            print(f"rebuild_rollups: {rebuild_s:.1f} s -> "
+                  + ", ".join(f"{n:,} {table}" for table, n in summary.items() if table != "responses"), flush=True)
             figures["rebuild_rollups"] = f"{rebuild_s:.1f} s"
             started = time.perf_counter()
             db.session.execute(text("ANALYZE"))

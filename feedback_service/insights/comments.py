@@ -10,16 +10,15 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..journeys.models import Journey
-from ..responses.models import Response
 from ..rollups.filters import Filters
 from ..rollups.models import Comment
 from ..rollups.queries import cell_filter, levels
 from . import themes
 
 PAGE = 50
-# Themes are mined from the newest comments of the period: enough for the recurring ones to stand
+# Themes are mined from a sample of the period's comments: enough for the recurring ones to stand
 # out, few enough that a map request stays fast on a year of a large hospital's answers.
-THEME_SAMPLE = 2000
+THEME_SAMPLE = 1000
 THEMES_SHOWN = 5
 
 
@@ -56,23 +55,28 @@ def search_comments(journey: Journey, f: Filters, min_n: int, text: str = "", pa
 
 
 def stage_themes(journey: Journey, f: Filters, min_n: int) -> dict[str, list[themes.Theme]]:
-    """Per stage slug, the friction themes of the period's newest comments under the filters."""
-    newest = db.session.scalar(select(func.max(Response.id)))
-    return _themes(journey.id, f, min_n, newest)
+    """Per stage slug, the friction themes of the period's comments under the filters."""
+    newest = db.session.scalar(select(func.max(Comment.id)).where(Comment.journey_id == journey.id))
+    reportable = tuple(sorted(db.session.scalars(_reportable(journey, f, min_n))))
+    return _themes(journey.id, f, min_n, newest, reportable)
 
 
 @lru_cache(maxsize=256)
-def _themes(journey_id: int, f: Filters, min_n: int, newest: int | None) -> dict[str, list[themes.Theme]]:
-    # Keyed by the newest response id: any answer (a comment, or one that lifts a touchpoint over
-    # the threshold) makes a new key, so nothing stale is served; repeated reads of the same map
-    # (a dashboard left open, a feed polled) cost nothing.
+def _themes(journey_id: int, f: Filters, min_n: int, newest: int | None,
+            reportable: tuple[int, ...]) -> dict[str, list[themes.Theme]]:
+    # Keyed by what the answer depends on, the journey's newest comment and the touchpoints over
+    # the threshold: a new comment or a touchpoint crossing it makes a new key, so nothing stale
+    # is served, while answers without a comment, and repeated reads of the same map (a dashboard
+    # left open, a feed polled), cost nothing.
     journey = db.session.get(Journey, journey_id)
     slugs = {s.id: s.slug for s in journey.stages}
-    rows = db.session.execute(
-        select(Comment.stage_id, Comment.text, Comment.submitted_at, Comment.id)
-        .where(*cell_filter(Comment, journey, f), Comment.touchpoint_id.in_(_reportable(journey, f, min_n)),
-               friction_filter())
-        .order_by(Comment.submitted_at.desc(), Comment.id.desc()).limit(THEME_SAMPLE)).all()
+    where = (*cell_filter(Comment, journey, f), Comment.touchpoint_id.in_(reportable), friction_filter())
+    # A sample spread over the whole period (every k-th comment by id), not just its last days.
+    stride = -(-db.session.scalar(select(func.count()).select_from(Comment).where(*where)) // THEME_SAMPLE)
+    if stride > 1:
+        where = (*where, Comment.id % stride == 0)
+    rows = db.session.execute(select(Comment.stage_id, Comment.text, Comment.submitted_at, Comment.id)
+                              .where(*where).limit(THEME_SAMPLE)).all()
     found = themes.friction_themes([themes.Comment(slugs[s], text, at, i) for s, text, at, i in rows],
                                    min_count=min_n, top=THEMES_SHOWN)
     return {slug: found.get(slug, []) for slug in slugs.values()}

@@ -107,8 +107,8 @@ _AnswerRow = namedtuple("_AnswerRow", "question_key value measure score top_box"
 
 
 def rebuild_rollups(progress=None, session=None) -> dict[str, int]:
-    """Recompute every rollup row and comment from the invitations and answers, in one transaction: the
-    rollups are replaced all at once or not at all. `progress(n)` is told of each batch of
+    """Recompute every rollup row and comment from the invitations and answers, in one transaction:
+    the rollups are replaced all at once or not at all. `progress(n)` is told of each batch of
     responses read. `session`: another than the app's (a migration's)."""
     session = session or db.session
     if session.get_bind().dialect.name == "postgresql":
@@ -118,56 +118,72 @@ def rebuild_rollups(progress=None, session=None) -> dict[str, int]:
                              "rollup_touchpoint_scores, comments IN EXCLUSIVE MODE"))
     for model in (DailyScores, DailyCounts, TouchpointDayScores, TouchpointDayCounts, Comment):
         session.execute(delete(model))
-
-    key_names = ("journey_id", "stage_id", *CELL_KEY)
-    counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
-
-    def key_of(row) -> tuple:
-        *ids, occurred_at = row[:8]
-        return (*ids, occurred_at.date())
-
+    counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])  # cell -> [sent, responses]
     for row in session.execute(select(*_KEY_COLUMNS, db.func.count()).join(Event, Event.id == Invitation.event_id)
                                .where(*COUNTED_SENT).group_by(*_KEY_COLUMNS)):
-        counts[key_of(row)][0] += row[8]
+        counts[_key_of(row)][0] += row[8]
+    scores, comments, read = _read_responses(session, counts, progress)
+    tables = _tables(counts, scores, comments)
+    for model, rows in tables.items():
+        for i in range(0, len(rows), BATCH):
+            session.execute(insert(model), rows[i:i + BATCH])
+    session.commit()
+    return {"responses": read, **{model.__tablename__: len(rows) for model, rows in tables.items()}}
 
+
+_CELL_NAMES = ("journey_id", "stage_id", *CELL_KEY)
+_PLACE_NAMES = ("journey_id", "stage_id", *PLACE_KEY)
+
+
+def _key_of(row) -> tuple:
+    """A cell's key from a row starting with _KEY_COLUMNS (the moment's time becomes its day)."""
+    *ids, occurred_at = row[:8]
+    return (*ids, occurred_at.date())
+
+
+def _read_responses(session, counts: dict, progress) -> tuple[dict, list, int]:
+    """Every response with its answers, in id order: per cell and measure its Sums, the
+    comments, and the count read; each response counted in `counts`."""
     questions = {v.id: {q["key"]: q for q in v.questions} for v in session.scalars(select(QuestionSetVersion))}
     scores: dict[tuple, Sums] = defaultdict(Sums)
     comments: list[dict] = []
-    responses = (select(*_KEY_COLUMNS, Response.id, Response.submitted_at, Answer.question_key, Answer.value,
-                        Answer.measure, Answer.score, Answer.top_box)
-                 .join(Invitation, Invitation.id == Response.invitation_id).join(Event, Event.id == Invitation.event_id)
-                 .outerjoin(Answer, Answer.response_id == Response.id).order_by(Response.id))
+    query = (select(*_KEY_COLUMNS, Response.id, Response.submitted_at, Answer.question_key, Answer.value,
+                    Answer.measure, Answer.score, Answer.top_box)
+             .join(Invitation, Invitation.id == Response.invitation_id).join(Event, Event.id == Invitation.event_id)
+             .outerjoin(Answer, Answer.response_id == Response.id).order_by(Response.id))
     read, current, answers = 0, None, []
 
-    def flush():
-        key = key_of(current)
+    def add(response, answers):
+        key = _key_of(response)
         counts[key][1] += 1
-        version = questions[current[3]]
+        version = questions[response[3]]
         sums = response_sums(version, answers)
         for measure, measure_sums in sums.items():
             scores[(*key, measure)].add(measure_sums)
-        comments.extend({**dict(zip(key_names, key)), **row, "response_id": current[8], "submitted_at": current[9]}
-                        for row in comment_rows(version, answers, sums))
+        comments.extend({**dict(zip(_CELL_NAMES, key)), **row, "response_id": response[8],
+                         "submitted_at": response[9]} for row in comment_rows(version, answers, sums))
 
-    for row in session.execute(responses.execution_options(yield_per=BATCH)):
+    for row in session.execute(query.execution_options(yield_per=BATCH)):
+        if current is not None and row[8] != current[8]:
+            add(current, answers)
+            read += 1
+            if progress and read % BATCH == 0:
+                progress(BATCH)
         if current is None or row[8] != current[8]:
-            if current is not None:
-                flush()
-                read += 1
-                if progress and read % BATCH == 0:
-                    progress(BATCH)
             current, answers = row, []
         if row[10] is not None:
             answers.append(_AnswerRow(*row[10:]))
     if current is not None:
-        flush()
+        add(current, answers)
         read += 1
     if progress and read % BATCH:
         progress(read % BATCH)
+    return scores, comments, read
 
-    count_rows = [dict(zip(key_names, k), sent=s, responses=r) for k, (s, r) in counts.items()]
-    score_rows = [dict(zip((*key_names, "measure"), k), **asdict(v)) for k, v in scores.items()]
-    # The touchpoint-day level is the detailed rows added up, in the order the rows were built.
+
+def _tables(counts: dict, scores: dict, comments: list) -> dict:
+    """The rows of every rollup table; the touchpoint-day level is the detailed rows added up."""
+    count_rows = [dict(zip(_CELL_NAMES, k), sent=s, responses=r) for k, (s, r) in counts.items()]
     place_counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for row in count_rows:
         total = place_counts[tuple(_place(row).values())]
@@ -175,16 +191,11 @@ def rebuild_rollups(progress=None, session=None) -> dict[str, int]:
         total[1] += row["responses"]
     place_scores: dict[tuple, Sums] = defaultdict(Sums)
     for (*key, measure), sums in scores.items():
-        place_scores[(*_place(dict(zip(key_names, key))).values(), measure)].add(sums)
-    place_names = ("journey_id", "stage_id", *PLACE_KEY)
-    for model, rows in (
-            (DailyCounts, count_rows), (DailyScores, score_rows), (Comment, comments),
-            (TouchpointDayCounts, [dict(zip(place_names, k), sent=s, responses=r)
-                                   for k, (s, r) in place_counts.items()]),
-            (TouchpointDayScores, [dict(zip((*place_names, "measure"), k), **asdict(v))
-                                   for k, v in place_scores.items()])):
-        for i in range(0, len(rows), BATCH):
-            session.execute(insert(model), rows[i:i + BATCH])
-    session.commit()
-    return {"responses": read, "count_rows": len(count_rows), "score_rows": len(score_rows),
-            "touchpoint_day_rows": len(place_counts), "comments": len(comments)}
+        place_scores[(*_place(dict(zip(_CELL_NAMES, key))).values(), measure)].add(sums)
+    return {
+        DailyCounts: count_rows,
+        DailyScores: [dict(zip((*_CELL_NAMES, "measure"), k), **asdict(v)) for k, v in scores.items()],
+        TouchpointDayCounts: [dict(zip(_PLACE_NAMES, k), sent=s, responses=r) for k, (s, r) in place_counts.items()],
+        TouchpointDayScores: [dict(zip((*_PLACE_NAMES, "measure"), k), **asdict(v)) for k, v in place_scores.items()],
+        Comment: comments,
+    }
