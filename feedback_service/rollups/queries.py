@@ -14,7 +14,7 @@ from ..journeys.models import Journey, QuestionSetVersion
 from .filters import Filters
 from .models import DailyCounts, DailyScores, TouchpointDayCounts, TouchpointDayScores
 from .scoring import (REPORTED, SCALE, Hidden, Sums, cell_summary, complementary_suppression, measure_summary,
-                      sibling_suppression, skipped_small)
+                      sibling_suppression, small)
 from .services import SUM_FIELDS
 
 INTERVALS = ("week", "month")
@@ -76,14 +76,18 @@ def _stages(journey: Journey, f: Filters):
 NARROWING = ("channel", "locale", "source")
 
 
-def _small_difference(wider: tuple, narrower: tuple, min_n: int) -> bool:
-    """Whether a cell under a filter differs from the same cell without it by 1 to min_n - 1
-    patients, in any count shown: responses, non-responders, or a measure's responses."""
+def _narrowing_hides(wider: tuple, narrower: tuple, min_n: int) -> tuple[bool, bool]:
+    """(the cell, its sent count) must be hidden under a filter, because the same cell without
+    that filter differs by 1 to min_n - 1 patients: in responses, or in any measure's responses,
+    patients who skipped it, answers in or out of its top box (the cell); in non-responders (sent)."""
     (w_sent, w_resp), w_measures = wider
     (n_sent, n_resp), n_measures = narrower
-    differences = [w_resp - n_resp, (w_sent - w_resp) - (n_sent - n_resp)] + [
-        w_measures.get(m, Sums()).responses - n_measures.get(m, Sums()).responses for m in REPORTED]
-    return any(0 < d < min_n for d in differences)
+    differences = [w_resp - n_resp]
+    for m in REPORTED:
+        w, n = w_measures.get(m, Sums()), n_measures.get(m, Sums())
+        differences += [w.responses - n.responses, (w_resp - w.responses) - (n_resp - n.responses),
+                        w.top_box - n.top_box, (w.n - w.top_box) - (n.n - n.top_box)]
+    return any(0 < d < min_n for d in differences), 0 < (w_sent - w_resp) - (n_sent - n_resp) < min_n
 
 
 def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
@@ -106,20 +110,22 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
                 measures[m].add(s)
         return (sum(c[0][0] for c in counts), sum(c[0][1] for c in counts)), dict(measures)
 
+    def narrowing(wide_cells, own) -> tuple[bool, bool]:
+        found = [_narrowing_hides(w, own, min_n) for w in wide_cells]
+        return any(c for c, _ in found), any(s for _, s in found)
+
     out = []
     for stage, tps in _stages(journey, whole):
         mine = [cell(sums, tp.id) for tp in tps]
         sent, resp, measures = [c[0][0] for c in mine], [c[0][1] for c in mine], [c[1] for c in mine]
-        forced = {i for i, tp in enumerate(tps) if any(_small_difference(cell(w, tp.id), mine[i], min_n)
-                                                      for w in wider)}
+        narrowed = [narrowing([cell(w, tp.id) for w in wider], mine[i]) for i, tp in enumerate(tps)]
+        forced = {i for i, (c, _) in enumerate(narrowed) if c}
+        forced_sent = {i for i, (_, s) in enumerate(narrowed) if s}
         # The stage is the touchpoints' total: hide enough that no small count can be worked out.
-        hidden = sibling_suppression(sent, resp, measures, min_n, forced)
+        hidden = sibling_suppression(sent, resp, measures, min_n, forced, forced_sent)
         shown = [i for i, tp in enumerate(tps) if not f.touchpoint or tp.slug == f.touchpoint]
         if not shown:
             continue
-        # A touchpoint whose skipped-measure count is hidden hides the stage's too (else: subtract).
-        counts_hidden = frozenset(m for i in shown for m in REPORTED if not hidden[i].cell
-                                  and skipped_small(resp[i], measures[i].get(m), min_n))
         touchpoints = [{"slug": tps[i].slug, "name": tps[i].name, "kind": tps[i].kind,
                         **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])} for i in shown]
         if f.touchpoint:
@@ -128,12 +134,28 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
         else:
             stage_total = total(sums, tps)
             (stage_sent, stage_resp), stage_measures = stage_total
-            stage_hidden = Hidden(cell=any(_small_difference(total(w, tps), stage_total, min_n) for w in wider),
-                                  counts=counts_hidden)
+            stage_narrowed = narrowing([total(w, tps) for w in wider], stage_total)
+            # A cell hidden because of what the filter leaves out could be worked out as the
+            # stage less its siblings: the stage goes too (and its sent count, for sent counts).
+            stage_hidden = Hidden(cell=stage_narrowed[0] or bool(forced), sent=stage_narrowed[1] or bool(forced_sent),
+                                  counts=_stage_counts_hidden(resp, measures, hidden, min_n))
             stage_cell = cell_summary(stage_sent, stage_resp, stage_measures, min_n, stage_hidden)
         out.append({"slug": stage.slug, "name": stage.name, "position": stage.position, **stage_cell,
                     "touchpoints": touchpoints})
     return out
+
+
+def _stage_counts_hidden(resp: list[int], measures: list[dict], hidden: list, min_n: int) -> frozenset:
+    """Measures whose counts the stage must not show: else the patients who skipped the measure
+    in a touchpoint whose counts are not shown (its own skip count small, or the cell hidden)
+    could be worked out as the stage's less the shown touchpoints'."""
+    out = set()
+    for m in REPORTED:
+        skipped = [r - tp.get(m, Sums()).responses if m in tp else 0 for r, tp in zip(resp, measures)]
+        unseen = [i for i, h in enumerate(hidden) if h.cell or m in h.measures or small(skipped[i], min_n)]
+        if small(sum(skipped[i] for i in unseen), min_n):
+            out.add(m)
+    return frozenset(out)
 
 
 def _change(now: dict, before: dict) -> dict:

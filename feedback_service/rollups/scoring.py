@@ -54,7 +54,8 @@ class Sums:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def _small(count: int, min_n: int) -> bool:
+def small(count: int, min_n: int) -> bool:
+    """A count that must not be shown: 1 to min_n - 1."""
     return 0 < count < min_n
 
 
@@ -83,7 +84,7 @@ def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: boo
         "n": None if hide_counts else s.n,
         "responses": None if hide_counts else s.responses,
         # A share times n gives a count: hide it when that count, or its complement, is 1 to 10.
-        "top_box_pct": None if hide_top_box or _small(s.top_box, min_n) or _small(s.n - s.top_box, min_n)
+        "top_box_pct": None if hide_top_box or small(s.top_box, min_n) or small(s.n - s.top_box, min_n)
         else round(100.0 * s.top_box / s.n, 1),
         "ci95": [round(max(scale[0], mean - half), 1), round(min(scale[1], mean + half), 1)],
     }
@@ -107,7 +108,7 @@ def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: in
         # Counts of 1 to 10 must not be shown, nor the rate they would let a reader work out.
         return {"suppressed": True, **{m: {"suppressed": True} for m in REPORTED}}
     # sent - responses is the count of patients who did not answer: the same rule applies to it.
-    sent_shown = not (hidden.sent or _small(sent - responses, min_n))
+    sent_shown = not (hidden.sent or small(sent - responses, min_n))
     return {
         "suppressed": False,
         "responses": responses,
@@ -123,7 +124,7 @@ def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: in
 def skipped_small(responses: int, s: Sums | None, min_n: int) -> bool:
     """Whether the patients who answered but skipped a measure's questions are 1 to min_n - 1
     (a measure nobody answered shows no counts anyway)."""
-    return s is not None and _small(responses - s.responses, min_n)
+    return s is not None and small(responses - s.responses, min_n)
 
 
 def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[int]) -> set[int]:
@@ -133,7 +134,7 @@ def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[
     cell goes first."""
     hidden, size = set(hidden), len(vectors[0])
     while len(hidden) < size:
-        leaking = next((v for v in vectors if _small(sum(v[i] for i in hidden), min_n)), None)
+        leaking = next((v for v in vectors if small(sum(v[i] for i in hidden), min_n)), None)
         if leaking is None:
             break
         hidden.add(min((i for i in range(size) if i not in hidden), key=lambda i: leaking[i]))
@@ -141,16 +142,18 @@ def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[
 
 
 def sibling_suppression(sent: list[int], responses: list[int], measures: list[dict[str, Sums]],
-                        min_n: int, forced: set[int] = frozenset()) -> list[Hidden]:
+                        min_n: int, forced: set[int] = frozenset(),
+                        forced_sent: set[int] = frozenset()) -> list[Hidden]:
     """Complementary suppression for the touchpoints of one stage, for every count a reader
     could subtract: responses, patients who did not answer, and per measure its responses and
-    the answers in and out of the top box. `forced`: cells hidden whatever their own counts."""
+    the answers in and out of the top box. `forced`: cells hidden whatever their own counts;
+    `forced_sent`: sent counts hidden likewise."""
     def below(values, limit_zero=False):
-        return {i for i, v in enumerate(values) if (v < min_n if limit_zero else _small(v, min_n))}
+        return {i for i, v in enumerate(values) if (v < min_n if limit_zero else small(v, min_n))}
 
     cells = complementary_suppression([responses], min_n, below(responses, limit_zero=True) | set(forced))
     silent = [s - r for s, r in zip(sent, responses)]
-    no_sent = complementary_suppression([silent], min_n, cells | below(silent))
+    no_sent = complementary_suppression([silent], min_n, cells | below(silent) | set(forced_sent))
     hidden_measures, hidden_top = {}, {}
     for m in REPORTED:
         per = [tp.get(m, Sums()) for tp in measures]
