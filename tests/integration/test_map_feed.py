@@ -16,8 +16,9 @@ import random
 import sqlite3
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
+from itertools import combinations
 from pathlib import Path
 
 import pytest
@@ -295,7 +296,8 @@ def widen(vectors: list[list[int]], hidden: set[int]) -> set[int]:
     return hidden
 
 
-def cell(t: Tally, hide_cell=False, hide_sent=False, hide_measure=frozenset(), hide_top=frozenset()) -> dict:
+def cell(t: Tally, hide_cell=False, hide_sent=False, hide_measure=frozenset(), hide_top=frozenset(),
+         hide_counts=frozenset()) -> dict:
     """The expected JSON of one stage or touchpoint (exact, unrounded figures)."""
     if hide_cell or t.responses < MIN_N:
         return {"suppressed": True, **{m: {"suppressed": True} for m in MEASURES}}
@@ -309,38 +311,75 @@ def cell(t: Tally, hide_cell=False, hide_sent=False, hide_measure=frozenset(), h
             continue
         f = figures(groups, m)
         top_hidden = m == "nps" or m in hide_top or small(f["top"]) or small(f["rest"])
-        out[m] = {"suppressed": False, "score": f["score"], "n": f["n"], "responses": f["responses"],
+        # Patients who answered but skipped the measure: 1 to 10 of them must not be worked out.
+        counted = m not in hide_counts and not skipped_small(t, m)
+        out[m] = {"suppressed": False, "score": f["score"], "n": f["n"] if counted else None,
+                  "responses": f["responses"] if counted else None,
                   "top_box_pct": None if top_hidden else 100.0 * f["top"] / f["n"], "ci95": f["ci95"]}
+    return out
+
+
+def skipped_small(t: Tally, measure: str) -> bool:
+    """1 to 10 of the cell's responses have no answer on the measure (which someone answered)."""
+    answered = len(t.measures.get(measure, []))
+    return answered > 0 and small(t.responses - answered)
+
+
+NARROWING = ("channel", "locale", "source")
+
+
+def tallies_of(raw: Raw, q: Query) -> dict[tuple[str, str], Tally]:
+    """Per (stage, touchpoint), the sends, responses and scores the filters of q keep."""
+    tallies = defaultdict(Tally)
+    for r in raw.sends:
+        if q.keeps(r):
+            tallies[(r.stage, r.touchpoint)].sent += 1
+    for r in raw.responses:
+        if q.keeps(r):
+            t = tallies[(r.stage, r.touchpoint)]
+            t.responses += 1
+            for m, scores in r.scores.items():
+                if scores:
+                    t.measures[m].append(scores)
+    return tallies
+
+
+def differs_a_little(wider: Tally, narrower: Tally) -> bool:
+    """Whether the patients a filter leaves out of a cell are 1 to 10, by any count the map shows:
+    responses, patients who did not answer, or the responses to a measure."""
+    left_out = [wider.responses - narrower.responses,
+                (wider.sent - wider.responses) - (narrower.sent - narrower.responses)]
+    left_out += [len(wider.measures.get(m, [])) - len(narrower.measures.get(m, [])) for m in MEASURES]
+    return any(small(d) for d in left_out)
+
+
+def total_of(tallies: list[Tally]) -> Tally:
+    out = Tally()
+    for t in tallies:
+        out.add(t)
     return out
 
 
 def expected_cells(raw: Raw, q: Query) -> list[dict]:
     """Per stage the filters keep (journey order) and its touchpoints, the expected cells: counts
-    and measures from the raw rows, hidden as the threshold and complementary suppression say."""
-    sends = [r for r in raw.sends if q.keeps(r)]
-    responses = [r for r in raw.responses if q.keeps(r)]
-    tallies = defaultdict(Tally)
-    for r in sends:
-        tallies[(r.stage, r.touchpoint)].sent += 1
-    for r in responses:
-        t = tallies[(r.stage, r.touchpoint)]
-        t.responses += 1
-        for m, scores in r.scores.items():
-            if scores:
-                t.measures[m].append(scores)
+    and measures from the raw rows, hidden as the threshold and complementary suppression say.
+    What is hidden is decided among all the stage's touchpoints (the touchpoint filter then picks
+    one), and a touchpoint is hidden whose counts differ by 1 to 10 from the same cell without one
+    of the channel, locale or source filters."""
+    whole = replace(q, touchpoint=None)
+    tallies = tallies_of(raw, whole)
+    wider = [tallies_of(raw, replace(whole, **{name: None})) for name in NARROWING if getattr(q, name)]
     out = []
     for stage, tps in raw.stages:
         if q.stage and stage != q.stage:
             continue
-        tps = [tp for tp in tps if not q.touchpoint or tp == q.touchpoint]
-        if not tps:
+        listed = [i for i, tp in enumerate(tps) if not q.touchpoint or tp == q.touchpoint]
+        if not listed:
             continue
         per = [tallies[(stage, tp)] for tp in tps]
-        total = Tally()
-        for t in per:
-            total.add(t)
+        forced = {i for i, tp in enumerate(tps) if any(differs_a_little(w[(stage, tp)], per[i]) for w in wider)}
         resp = [t.responses for t in per]
-        hidden = widen([resp], {i for i, v in enumerate(resp) if v < MIN_N})
+        hidden = widen([resp], {i for i, v in enumerate(resp) if v < MIN_N} | forced)
         silent = [t.sent - t.responses for t in per]
         no_sent = widen([silent], hidden | {i for i, v in enumerate(silent) if small(v)})
         hide_m, hide_top = {}, {}
@@ -351,11 +390,20 @@ def expected_cells(raw: Raw, q: Query) -> list[dict]:
             top, rest = [f["top"] if m != "nps" else 0 for f in fig], [f["rest"] if m != "nps" else 0 for f in fig]
             hide_top[m] = widen([top, rest], hide_m[m] | {i for i in range(len(per))
                                                           if small(top[i]) or small(rest[i])})
-        touchpoints = [{"slug": tp, **cell(per[i], i in hidden, i in no_sent,
-                                           frozenset(m for m in MEASURES if i in hide_m[m]),
-                                           frozenset(m for m in MEASURES if i in hide_top[m]))}
-                       for i, tp in enumerate(tps)]
-        out.append({"slug": stage, **cell(total), "touchpoints": touchpoints})
+        touchpoints = [{"slug": tps[i], **cell(per[i], i in hidden, i in no_sent,
+                                               frozenset(m for m in MEASURES if i in hide_m[m]),
+                                               frozenset(m for m in MEASURES if i in hide_top[m]))}
+                       for i in listed]
+        if q.touchpoint:
+            stage_cell = {k: v for k, v in touchpoints[0].items() if k != "slug"}
+        else:
+            # A shown touchpoint's hidden skipped-measure count would be the stage's less the others'.
+            counts_hidden = frozenset(m for i in listed if i not in hidden for m in MEASURES
+                                      if skipped_small(per[i], m))
+            total = total_of(per)
+            stage_cell = cell(total, any(differs_a_little(total_of([w[(stage, tp)] for tp in tps]), total)
+                                         for w in wider), hide_counts=counts_hidden)
+        out.append({"slug": stage, **stage_cell, "touchpoints": touchpoints})
     return out
 
 
@@ -423,7 +471,8 @@ def assert_cell(actual: dict, expected: dict, where: str) -> None:
 
 
 def assert_map(doc: dict, raw: Raw, q: Query) -> list[dict]:
-    """The map document equals the recomputation of q, figure for figure; the expected stages."""
+    """The map document (or one week's or month's of a feed) equals the recomputation of q,
+    figure for figure; the expected stages."""
     assert (doc["from"], doc["to"]) == (q.start.isoformat(), q.end.isoformat())
     prev = q.previous()
     assert doc["previous"] == {"from": prev.start.isoformat(), "to": prev.end.isoformat()}
@@ -437,6 +486,25 @@ def assert_map(doc: dict, raw: Raw, q: Query) -> list[dict]:
         for tp, tp_exp in zip(st["touchpoints"], exp["touchpoints"]):
             assert_cell(tp, tp_exp, f"{st['slug']}/{tp['slug']}")
     return expected
+
+
+def assert_feed_heading(doc: dict, q: Query, interval: str) -> None:
+    """A feed cut into weeks or months: the heading, and no whole period's figures beside them."""
+    assert set(doc) == {"journey", "name", "from", "to", "interval", "filters", "min_reporting_n", "themes",
+                        "periods"}, sorted(doc)
+    assert (doc["from"], doc["to"], doc["interval"]) == (q.start.isoformat(), q.end.isoformat(), interval)
+    assert doc["filters"] == {k: v for k, v in q.params().items() if k not in ("from", "to")}
+    assert doc["min_reporting_n"] == MIN_N
+    assert_themes(doc["themes"])
+
+
+def assert_themes(themes: dict) -> None:
+    """Themes by stage slug: a term and the count of comments only (with a share, the count would
+    give the number of comments)."""
+    for found in themes.values():
+        for theme in found:
+            assert set(theme) == {"term", "count"} and isinstance(theme["term"], str), theme
+            assert theme["count"] >= MIN_N, theme
 
 
 def shown_figures(doc: dict) -> dict:
@@ -468,84 +536,89 @@ def shown_counts(node, path="$"):
             yield from shown_counts(v, f"{path}[{i}]")
 
 
-def derivable_counts(doc: dict):
-    """(what, value) of counts a reader works out from one map: a stage's total less its shown
-    touchpoints, sends less responses, a top-box share times its answers and the rest."""
+def cell_counts(c: dict) -> dict:
+    """The counts of patients (and of answers) one cell gives, by kind; None where it gives none:
+    those shown, sends less responses, responses less a measure's (patients who skipped it), and
+    a top-box share times its answers and the rest."""
+    shown = not c["suppressed"]
+    out = {"responses": c["responses"] if shown else None,
+           "non-responders": c["sent"] - c["responses"] if shown and c["sent"] is not None else None}
+    for m in MEASURES:
+        s = c[m]
+        counted = not s["suppressed"] and s["responses"] is not None
+        top = round(s["top_box_pct"] * s["n"] / 100) if counted and s["top_box_pct"] is not None else None
+        out |= {f"{m} responses": s["responses"] if counted else None, f"{m} answers": s["n"] if counted else None,
+                f"{m} skipped": c["responses"] - s["responses"] if counted else None,
+                f"{m} top box": top, f"{m} not top box": s["n"] - top if top is not None else None}
+    return out
+
+
+def known_counts(doc: dict, worked_out: bool = True) -> dict:
+    """Every count a reader of one map knows, by (stage, touchpoints, kind): per group of a stage's
+    listed touchpoints, the sum of those that show the count, plus, when the group holds all that
+    do not, the stage's count less all those shown. Unless worked_out, only the cells' own."""
+    out = {}
     for st in doc["stages"]:
-        where = st["slug"]
-        cells = [st, *st["touchpoints"]]
-        if not st["suppressed"]:
-            shown = [tp for tp in st["touchpoints"] if not tp["suppressed"]]
-            if len(shown) < len(st["touchpoints"]):
-                yield f"{where}: responses of hidden touchpoints", st["responses"] - sum(t["responses"] for t in shown)
-            if st["sent"] is not None:
-                with_sent = [tp for tp in shown if tp["sent"] is not None]
-                if len(with_sent) < len(st["touchpoints"]):
-                    yield (f"{where}: non-answering patients of touchpoints without sends",
-                           (st["sent"] - st["responses"]) - sum(t["sent"] - t["responses"] for t in with_sent))
-            for m in MEASURES:
-                if not st[m]["suppressed"]:
-                    shown_m = [tp for tp in st["touchpoints"] if not tp[m]["suppressed"]]
-                    if len(shown_m) < len(st["touchpoints"]):
-                        for key in ("responses", "n"):
-                            yield (f"{where}.{m}: {key} of hidden touchpoints",
-                                   st[m][key] - sum(t[m][key] for t in shown_m))
-                    if st[m]["top_box_pct"] is not None:
-                        with_top = [tp for tp in shown_m if tp[m]["top_box_pct"] is not None]
-                        if len(with_top) < len(st["touchpoints"]):
-                            top = round(st[m]["top_box_pct"] * st[m]["n"] / 100) - sum(
-                                round(t[m]["top_box_pct"] * t[m]["n"] / 100) for t in with_top)
-                            yield f"{where}.{m}: top box of touchpoints without it", top
-                            yield (f"{where}.{m}: not top box of touchpoints without it",
-                                   st[m]["n"] - sum(t[m]["n"] for t in with_top) - top)
-        for c in cells:
-            if c["suppressed"]:
+        slugs = [tp["slug"] for tp in st["touchpoints"]]
+        per = [cell_counts(tp) for tp in st["touchpoints"]]
+        for kind, whole in cell_counts(st).items():
+            values = {slug: p[kind] for slug, p in zip(slugs, per)}
+            if not worked_out:
+                own = {(slug,): v for slug, v in values.items()} | {tuple(slugs): whole}
+                out |= {(st["slug"], group, kind): v for group, v in own.items() if v is not None}
                 continue
-            if c["sent"] is not None:
-                yield f"{where}/{c['slug']}: sent - responses", c["sent"] - c["responses"]
-            for m in MEASURES:
-                s = c[m]
-                if not s["suppressed"] and s["top_box_pct"] is not None:
-                    top = round(s["top_box_pct"] * s["n"] / 100)
-                    yield f"{where}/{c['slug']}.{m}: top box", top
-                    yield f"{where}/{c['slug']}.{m}: not top box", s["n"] - top
+            unseen = {slug for slug, v in values.items() if v is None}
+            rest = whole - sum(v for v in values.values() if v is not None) if whole is not None else None
+            for size in range(1, len(slugs) + 1):
+                for group in combinations(slugs, size):
+                    inside = unseen & set(group)
+                    if inside and (inside != unseen or rest is None):
+                        continue
+                    out[(st["slug"], group, kind)] = sum(values[s] for s in group if s not in unseen) + (
+                        rest if inside else 0)
+    return out
 
 
-def period_differences(doc: dict):
-    """(what, value) of counts a reader works out from a map with weeks or months: the whole
-    period's count less that of the shown weeks or months."""
-    wholes = cells_of(doc)
-    for key, whole in wholes.items():
-        if whole["suppressed"]:
-            continue
-        parts = [cells_of(p)[key] for p in doc["periods"]]
-        shown = [p for p in parts if not p["suppressed"]]
-        if len(shown) < len(parts):
-            yield f"{key}: responses of the hidden periods", whole["responses"] - sum(p["responses"] for p in shown)
-        if whole["sent"] is not None:
-            with_sent = [p for p in shown if p["sent"] is not None]
-            if len(with_sent) < len(parts):
-                yield (f"{key}: non-answering patients of periods without sends",
-                       whole["sent"] - whole["responses"] - sum(p["sent"] - p["responses"] for p in with_sent))
-        for m in MEASURES:
-            if not whole[m]["suppressed"]:
-                shown_m = [p[m] for p in parts if not p[m]["suppressed"]]
-                if len(shown_m) < len(parts):
-                    yield (f"{key}.{m}: responses of the hidden periods",
-                           whole[m]["responses"] - sum(p["responses"] for p in shown_m))
+def maps_of(doc: dict) -> list[dict]:
+    """The maps of a document: itself, or its weeks or months."""
+    return doc.get("periods", [doc])
 
 
-def assert_no_small_counts(doc: dict, across_periods: bool = True) -> None:
-    """No count of 1 to 10 is shown, nor can be worked out from the document's figures (also, unless
-    told not to, by subtracting its weeks or months from the whole period)."""
+def assert_no_small_counts(doc: dict) -> None:
+    """No count of 1 to 10 is shown, nor can be worked out from the figures of one map."""
     for path, value in shown_counts(doc):
         assert not small(value), f"{path} shows {value}"
-    for part in [doc, *doc.get("periods", [])]:
-        for what, value in derivable_counts(part):
-            assert not small(value), f"{what}: {value} can be worked out"
-    if across_periods and "periods" in doc:
-        for what, value in period_differences(doc):
-            assert not small(value), f"{what}: {value} can be worked out"
+    for part in maps_of(doc):
+        for (stage, group, kind), value in known_counts(part).items():
+            assert not small(value), f"{part['from']}..{part['to']} {stage} {'+'.join(group)}: {kind} is {value}"
+
+
+# What a filter's map must not differ from its map without that filter by (1 to 10 of): the
+# counts of patients the product claims to protect, and the answers they gave on each measure.
+DIFFERENCED = ("responses", "non-responders", *(f"{m} {k}" for m in MEASURES for k in ("responses", "answers")))
+
+
+def wider_queries(q: Query) -> list[Query]:
+    """The same query without one of its channel, locale and source filters, for each it has."""
+    return [replace(q, **{name: None}) for name in NARROWING if getattr(q, name)]
+
+
+def assert_no_small_differences(narrow: dict, wide: dict, kinds=DIFFERENCED, worked_out: bool = True) -> int:
+    """No count known from a filtered map (shown or, if worked_out, worked out) differs by 1 to 10
+    from the same count known from the map without that filter: the difference is the patients
+    left out. The number of counts compared."""
+    assert len(maps_of(narrow)) == len(maps_of(wide))
+    compared = 0
+    for a, b in zip(maps_of(narrow), maps_of(wide)):
+        assert (a["from"], a["to"]) == (b["from"], b["to"])
+        known = known_counts(b)
+        for key, value in known_counts(a, worked_out).items():
+            if key[2] in kinds and key in known:
+                compared += 1
+                assert not small(known[key] - value), (
+                    f"{a['from']}..{a['to']} {key[0]} {'+'.join(key[1])}: {key[2]} {value} under "
+                    f"{a['filters']}, {known[key]} under {b['filters']}")
+    return compared
 
 
 def assert_csv_has_no_small_counts(text: str) -> None:
@@ -579,9 +652,11 @@ def wide_app(app, settings):
         db.engine.dispose()
 
 
-# (event type, touchpoint, events in the period, events in the period before, share answered)
+# (event type, touchpoint, events in the period, events in the period before, share answered).
+# Phone booking is big enough that every channel, locale and source leaves out more than ten
+# patients of each count there: it stays shown under those filters, the others mostly do not.
 PLAN = [("discharge", "discharge-desk", 40, 30, 0.8), ("discharge", "discharge-information", 26, 20, 0.7),
-        ("booking", "phone-booking", 40, 26, 0.8), ("booking", "online-booking", 26, 20, 0.65),
+        ("booking", "phone-booking", 150, 26, 0.6), ("booking", "online-booking", 26, 20, 0.65),
         ("follow_up", "follow-up-visit", 22, 0, 0.8)]
 ANSWERED = {tp: share for _, tp, _, _, share in PLAN}
 
@@ -670,9 +745,9 @@ def get_map(client, auth, slug: str, params: dict, csv_: bool = False):
 
 
 def map_doc(client, auth, slug: str, params: dict) -> dict:
-    """The map as JSON, checked for shown small counts (across periods: see the tests of that)."""
+    """The map as JSON, checked for small counts shown or worked out."""
     doc = get_map(client, auth, slug, params).get_json()
-    assert_no_small_counts(doc, across_periods=False)
+    assert_no_small_counts(doc)
     return doc
 
 
@@ -713,8 +788,11 @@ def test_every_figure_of_the_map_equals_the_recomputation_from_raw_rows(world, c
     assert cells[("discharge", "")]["nps"]["suppressed"] is False
     assert cells[("discharge", "")]["nps"]["top_box_pct"] is None
     assert cells[("booking", "")]["nps"] == {"suppressed": True}
-    # Fewer patients answered NPS than answered the survey (optional in v2).
-    assert cells[("discharge", "")]["nps"]["responses"] < cells[("discharge", "")]["responses"]
+    # Fewer patients answered NPS than answered the survey (optional in v2): 1 to 10 fewer, so the
+    # NPS counts are hidden (its score is not), or they would give that number away.
+    answered_nps = sum(1 for r in in_period if r.stage == "discharge" and r.scores.get("nps"))
+    assert small(cells[("discharge", "")]["responses"] - answered_nps)
+    assert cells[("discharge", "")]["nps"]["responses"] is cells[("discharge", "")]["nps"]["n"] is None
     assert cells[("discharge", "")]["friction"]["n"] > cells[("discharge", "")]["friction"]["responses"]
     # Stages with nothing are there, suppressed, in journey order.
     assert [s["slug"] for s in doc["stages"]] == ["awareness", "booking", "pre-visit", "visit", "discharge",
@@ -758,14 +836,19 @@ FILTERS = {
 }
 
 
-@pytest.mark.parametrize("name", FILTERS)
-def test_each_filter_changes_the_figures_as_the_recomputation_says(world, client, name):
+def filter_query(world: World, name: str) -> Query:
+    """The query of FILTERS[name] over the world's period (days counted from its first Monday)."""
     spec = dict(FILTERS[name])
     if "source" in spec:
         spec["source"] = world.sources[spec["source"]]
     start = world.monday + timedelta(days=spec.pop("from")) if "from" in spec else world.period.start
     end = world.monday + timedelta(days=spec.pop("to")) if "to" in spec else world.period.end
-    q = Query(start, end, **spec)
+    return Query(start, end, **spec)
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_each_filter_changes_the_figures_as_the_recomputation_says(world, client, name):
+    q = filter_query(world, name)
     kept = [r for r in world.raw.responses if q.keeps(r)]
     assert 0 < len(kept) < sum(1 for r in world.raw.responses if world.period.keeps(r))
 
@@ -778,6 +861,45 @@ def test_each_filter_changes_the_figures_as_the_recomputation_says(world, client
         assert any(not c["suppressed"] for c in cells_of(doc).values()), name
 
 
+@pytest.mark.parametrize("name", [name for name, spec in FILTERS.items() if set(spec) & set(NARROWING)])
+def test_a_cell_shown_under_a_filter_is_more_than_ten_patients_from_the_cell_without_it(world, client, name):
+    """Under a channel, locale or source filter, each count shown differs from the same count
+    without that filter (the other filters kept) by 0 or more than 10 patients: the difference is
+    the patients of the other channels, locales or sources."""
+    q = filter_query(world, name)
+    doc = map_doc(client, world.auth, world.slug, q.params())
+    compared = 0
+    for wider in wider_queries(q):
+        compared += assert_no_small_differences(doc, map_doc(client, world.auth, world.slug, wider.params()),
+                                                worked_out=False)
+        # The same, week by week, in the feed cut into weeks.
+        weekly = {"interval": "week"}
+        compared += assert_no_small_differences(
+            map_doc(client, world.auth, world.slug, {**q.params(), **weekly}),
+            map_doc(client, world.auth, world.slug, {**wider.params(), **weekly}), worked_out=False)
+    # The rule had work to do: touchpoints of 11 or more patients under the filter and 1 to 10 left
+    # out (assert_map checks they are hidden); and shown counts were compared.
+    tallies, wider = tallies_of(world.raw, q), [tallies_of(world.raw, w) for w in wider_queries(q)]
+    held_back = [key for key, t in tallies.items() if t.responses >= MIN_N and any(
+        differs_a_little(w[key], t) for w in wider)]
+    if name != "sms-es-second-source":  # (too few patients there to show or hide anything)
+        assert held_back and compared, name
+
+
+@pytest.mark.parametrize("name", ["touchpoint", "stage-and-touchpoint"])
+def test_the_touchpoint_filter_picks_the_cell_of_the_map_without_it(world, client, name):
+    """The touchpoint is the same cell, trend and all, as in the map of its whole stage; the stage
+    row is that cell too (a stage of one touchpoint)."""
+    q = filter_query(world, name)
+    doc = map_doc(client, world.auth, world.slug, q.params())
+    [stage] = doc["stages"]
+    [tp] = stage["touchpoints"]
+    unpicked = map_doc(client, world.auth, world.slug, replace(q, touchpoint=None).params())
+    assert tp == cells_of(unpicked)[(stage["slug"], q.touchpoint)] and tp["suppressed"] is False
+    identity = ("slug", "name", "kind", "position", "touchpoints", "themes")
+    assert {k: v for k, v in stage.items() if k not in identity} == {k: v for k, v in tp.items() if k not in identity}
+
+
 def test_filters_echo_in_the_document_and_unknown_values_match_nothing(world, client):
     q = Query(world.period.start, world.period.end, locale="fr", source="no-such-source")
     doc = map_doc(client, world.auth, world.slug, q.params())
@@ -786,34 +908,56 @@ def test_filters_echo_in_the_document_and_unknown_values_match_nothing(world, cl
     assert_map(doc, world.raw, q)
 
 
-# -- 3. Suppression at the threshold and between siblings ---------------------------------------
+# -- 3. Suppression at the threshold, between siblings, between filters ------------------------
 
 GOOD_BOOKING = {"booking_ease": "7", "booking_satisfaction": "5"}
+NO_SATISFACTION = {"booking_ease": "7"}  # the booking set's satisfaction question left blank
+ON_HOLD = {"booking_ease": "2", "booking_satisfaction": "2", "comment": "I was on hold on the phone line forever."}
 
 
-def small_journey(wide_app, outbox, new_journey, auth, plan: dict[tuple[str, date], int]) -> tuple[str, list]:
-    """A journey with, per (booking touchpoint, day), that many booking events, sent; their tokens."""
-    slug = new_journey()
-    bodies = [event_body("booking", journey=slug, touchpoint=tp,
-                         occurred_at=datetime.combine(day, time(12, 0), tzinfo=timezone.utc))
-              for (tp, day), count in plan.items() for _ in range(count)]
+def small_journey(wide_app, outbox, slug: str, auth, plan: dict[tuple, int]) -> list[str]:
+    """Per (booking touchpoint, day) or (booking touchpoint, day, "email"), that many booking events
+    of the journey, sent (by SMS unless told); their survey tokens, in the plan's order."""
+    bodies = [event_body("booking", journey=slug, touchpoint=key[0], consent_sms=key[2:] != ("email",),
+                         occurred_at=datetime.combine(key[1], time(12, 0), tzinfo=timezone.utc))
+              for key, count in plan.items() for _ in range(count)]
     outcomes = post_events(wide_app.test_client(), auth, bodies)
     run_jobs_of(wide_app)
     tokens = tokens_by_invitation(outbox, [o["id"] for o in outcomes])
-    return slug, [tokens[o["id"]] for o in outcomes]
+    assert [o["channel"] for o in outcomes] == [key[2] if key[2:] else "sms" for key, count in plan.items()
+                                                for _ in range(count)]
+    return [tokens[o["id"]] for o in outcomes]
+
+
+def satisfaction_optional(app, slug: str) -> None:
+    """Publish the journey's booking set again with its satisfaction question optional."""
+    with app.app_context():
+        qs = db.session.scalar(select(Journey).where(Journey.slug == slug)).question_set("booking")
+        content = qs.current.content
+        doc = {**content, "questions": [{**q, "required": False} if q["key"] == "booking_satisfaction" else q
+                                        for q in content["questions"]]}
+        assert publish_version(qs, validate_question_set(doc, ["en", "es"])).version == 2
+        db.session.commit()
 
 
 def answer_all(app, tokens: list[str], values: dict = GOOD_BOOKING) -> None:
+    """Answer each survey the same way, from one browser."""
     survey, csrf = app.test_client(), None
     for token in tokens:
         csrf = answer(survey, token, values, csrf)
 
 
+def one_day(day: date) -> dict:
+    """The query parameters of a period of one day."""
+    return {"from": day.isoformat(), "to": day.isoformat()}
+
+
 def test_ten_responses_are_hidden_and_the_eleventh_shows_the_touchpoint(app, wide_app, client, auth, outbox,
                                                                        new_journey):
     day = utcnow().date() - timedelta(days=3)
-    slug, tokens = small_journey(wide_app, outbox, new_journey, auth, {("phone-booking", day): 11})
-    params = {"from": day.isoformat(), "to": day.isoformat()}
+    slug = new_journey()
+    tokens = small_journey(wide_app, outbox, slug, auth, {("phone-booking", day): 11})
+    params = one_day(day)
     answer_all(app, tokens[:10])
     doc = map_doc(client, auth, slug, params)
     booking = cells_of(doc)
@@ -842,15 +986,15 @@ def test_ten_responses_are_hidden_and_the_eleventh_shows_the_touchpoint(app, wid
 def thirty_and_five(app, wide_app, auth, outbox, new_journey):
     """A booking stage of 30 answers by phone and 5 online on one day."""
     day = utcnow().date() - timedelta(days=3)
-    slug, tokens = small_journey(wide_app, outbox, new_journey, auth,
-                                 {("phone-booking", day): 30, ("online-booking", day): 5})
-    answer_all(app, tokens)
+    slug = new_journey()
+    answer_all(app, small_journey(wide_app, outbox, slug, auth, {("phone-booking", day): 30,
+                                                                 ("online-booking", day): 5}))
     return slug, day
 
 
 def test_a_small_touchpoint_hides_its_sibling_so_it_cannot_be_subtracted(app, client, auth, thirty_and_five):
     slug, day = thirty_and_five
-    params = {"from": day.isoformat(), "to": day.isoformat()}
+    params = one_day(day)
     doc = map_doc(client, auth, slug, params)
     cells = cells_of(doc)
     assert cells[("booking", "")]["responses"] == 35 and cells[("booking", "")]["sent"] == 35
@@ -870,7 +1014,7 @@ def test_the_touchpoint_filter_does_not_give_away_a_hidden_sibling(app, client, 
     """The unfiltered map hides the 30 so that the 5 beside it cannot be worked out from the
     stage's 35; the same period filtered to that touchpoint must not show the 30 either."""
     slug, day = thirty_and_five
-    params = {"from": day.isoformat(), "to": day.isoformat()}
+    params = one_day(day)
     stage_total = cells_of(map_doc(client, auth, slug, params))[("booking", "")]["responses"]
     doc = map_doc(client, auth, slug, {**params, "touchpoint": "phone-booking"})
     for key, c in cells_of(doc).items():
@@ -878,28 +1022,162 @@ def test_the_touchpoint_filter_does_not_give_away_a_hidden_sibling(app, client, 
             assert not small(stage_total - c["responses"]), (
                 f"{key}: shows {c['responses']} responses, so online-booking has {stage_total} - "
                 f"{c['responses']} = {stage_total - c['responses']}")
+    assert cells_of(doc)[("booking", "")]["suppressed"] is True
+    assert_map(doc, read_raw(app, slug), Query(day, day, touchpoint="phone-booking"))
+    # Filtered to the online touchpoint: its 5 hidden, in the stage row (its cell) too.
+    doc = map_doc(client, auth, slug, {**params, "stage": "booking", "touchpoint": "online-booking"})
+    assert all(c["suppressed"] for c in cells_of(doc).values())
 
 
 def test_weekly_blocks_do_not_give_away_a_small_week(app, wide_app, client, auth, outbox, new_journey):
-    """A week of 5 answers is hidden; with the whole period's 35 and the other week's 30 shown in
-    the same export, it is there to be worked out."""
+    """A week of 5 answers is hidden beside a week of 30. Cut into weeks, the feed gives each
+    week's map and not the whole period's too, whose 35 less the 30 would be the hidden week."""
     monday = utcnow().date() - timedelta(days=7)
     monday -= timedelta(days=monday.weekday())
     sunday = monday - timedelta(days=1)
-    slug, tokens = small_journey(wide_app, outbox, new_journey, auth,
-                                 {("phone-booking", sunday): 30, ("phone-booking", monday): 5})
-    answer_all(app, tokens)
+    slug = new_journey()
+    answer_all(app, small_journey(wide_app, outbox, slug, auth,
+                                  {("phone-booking", sunday): 30, ("phone-booking", monday): 5}))
     params = {"from": sunday.isoformat(), "to": monday.isoformat(), "interval": "week"}
     doc = get_map(client, auth, slug, params).get_json()
+    assert_feed_heading(doc, Query(sunday, monday), "week")
     assert [(p["from"], p["to"]) for p in doc["periods"]] == [(sunday.isoformat(),) * 2, (monday.isoformat(),) * 2]
     raw = read_raw(app, slug)
-    assert_map(doc, raw, Query(sunday, monday))
     for part in doc["periods"]:
         assert_map(part, raw, Query(date.fromisoformat(part["from"]), date.fromisoformat(part["to"])))
-    # The whole period shows 35 and the Sunday's week 30: the Monday's week is 35 - 30.
-    assert cells_of(doc)[("booking", "phone-booking")]["responses"] == 35
     assert cells_of(doc["periods"][0])[("booking", "phone-booking")]["responses"] == 30
+    assert cells_of(doc["periods"][1])[("booking", "phone-booking")]["suppressed"] is True
+    # Each count of the document is one week's: none spans both weeks, to take the shown one from.
+    assert [path for path, _ in shown_counts(doc) if not path.startswith("$.periods[")] == []
     assert_no_small_counts(doc)
+    text = get_map(client, auth, slug, params, csv_=True).text
+    rows = assert_csv_equals_json(text, doc, slug)
+    assert {(r["period_start"], r["period_end"]) for r in rows} == {(sunday.isoformat(),) * 2,
+                                                                  (monday.isoformat(),) * 2}
+    assert_csv_has_no_small_counts(text)
+
+
+@pytest.fixture
+def by_sms_and_email(app, wide_app, auth, outbox, new_journey):
+    """A phone-booking touchpoint of 30 answers on one day, 25 by text message and 5 by email, all
+    about waiting on hold."""
+    day = utcnow().date() - timedelta(days=3)
+    slug = new_journey()
+    answer_all(app, small_journey(wide_app, outbox, slug, auth, {("phone-booking", day): 25,
+                                                                 ("phone-booking", day, "email"): 5}), ON_HOLD)
+    return slug, day
+
+
+def test_a_channel_filter_does_not_give_away_the_other_channel(app, client, auth, by_sms_and_email):
+    """Filtered to SMS, the touchpoint's 25 would give away the 5 email patients as 30 - 25: neither
+    it nor its stage shows it, and the unfiltered 30 stays shown."""
+    slug, day = by_sms_and_email
+    raw, whole = read_raw(app, slug), map_doc(client, auth, slug, one_day(day))
+    assert_map(whole, raw, Query(day, day))
+    assert cells_of(whole)[("booking", "phone-booking")]["responses"] == 30
+    assert cells_of(whole)[("booking", "")]["responses"] == 30
+    sms = map_doc(client, auth, slug, {**one_day(day), "channel": "sms"})
+    assert_map(sms, raw, Query(day, day, channel="sms"))
+    assert cells_of(sms)[("booking", "phone-booking")]["suppressed"] is True
+    assert cells_of(sms)[("booking", "")]["suppressed"] is True
+    assert 25 not in known_counts(sms).values()
+    assert_no_small_differences(sms, whole)
+    email = map_doc(client, auth, slug, {**one_day(day), "channel": "email"})
+    assert_map(email, raw, Query(day, day, channel="email"))
+    assert all(c["suppressed"] for c in cells_of(email).values())
+    # The same with the touchpoint filter too, and in the CSV.
+    picked = map_doc(client, auth, slug, {**one_day(day), "channel": "sms", "touchpoint": "phone-booking"})
+    assert all(c["suppressed"] for c in cells_of(picked).values())
+    text = get_map(client, auth, slug, {**one_day(day), "channel": "sms"}, csv_=True).text
+    assert [r for r in csv.DictReader(io.StringIO(text)) if r["stage"] == "booking" and r["value"] != ""
+            and not r["metric"].startswith("theme:")] == []  # (themes: the next test)
+
+
+LEAK = "still a leak in the product: see the test's docstring"
+
+
+@pytest.mark.xfail(strict=True, reason=LEAK)
+def test_a_channel_filter_gives_no_theme_count_of_the_other_channel(app, client, auth, by_sms_and_email):
+    """The SMS map hides the 25 text-message answers of the touchpoint, but its friction theme
+    counts their 25 comments, against 30 without the filter: 5 email patients complained of being
+    on hold. Theme counts are patients' comments, kept at 11 or more for that reason; they escape
+    the comparison with the map without the filter (and count comments of hidden touchpoints)."""
+    slug, day = by_sms_and_email
+    whole = map_doc(client, auth, slug, one_day(day))
+    sms = map_doc(client, auth, slug, {**one_day(day), "channel": "sms"})
+    counts = {(st["slug"], t["term"]): t["count"] for st in whole["stages"] for t in st["themes"]}
+    assert counts, "the unfiltered map has a theme to compare"
+    for st in sms["stages"]:
+        for t in st["themes"]:
+            wider = counts.get((st["slug"], t["term"]))
+            assert wider is None or not small(wider - t["count"]), (
+                f"{st['slug']} theme {t['term']!r}: {t['count']} comments by SMS, {wider} in all")
+
+
+@pytest.mark.xfail(strict=True, reason=LEAK)
+def test_a_touchpoint_hidden_under_a_filter_is_not_its_stage_less_its_siblings(app, wide_app, client, auth,
+                                                                               outbox, new_journey):
+    """Phone booking: 25 answers by SMS, 5 by email; online booking: 20 and 20. Filtered to SMS the
+    phone touchpoint is hidden (25 against 30), but online booking (20) and the stage (45) are
+    shown, each far enough from its unfiltered figure: the phone's 25 is 45 - 20, and 30 - 25 is
+    the 5 email patients. Hiding one cell that differs a little needs a second hidden cell (or
+    the stage), as the threshold's complementary suppression does."""
+    day = utcnow().date() - timedelta(days=3)
+    slug = new_journey()
+    answer_all(app, small_journey(wide_app, outbox, slug, auth, {
+        ("phone-booking", day): 25, ("phone-booking", day, "email"): 5,
+        ("online-booking", day): 20, ("online-booking", day, "email"): 20}))
+    raw, whole = read_raw(app, slug), map_doc(client, auth, slug, one_day(day))
+    sms = map_doc(client, auth, slug, {**one_day(day), "channel": "sms"})
+    assert_map(sms, raw, Query(day, day, channel="sms"))  # the product does what it says ...
+    assert_no_small_differences(sms, whole)  # ... and that is not enough
+
+
+@pytest.fixture(scope="module")
+def skippers_by_channel(app, wide_app, outbox, tmp_path_factory):
+    """A phone-booking touchpoint on one day, its satisfaction question optional: 60 answers by
+    text message (36 very satisfied, 12 less so, 12 skipped the question) and 40 by email (24, 8
+    and 8)."""
+    day = utcnow().date() - timedelta(days=3)
+    slug = load_journey(app, tmp_path_factory.mktemp("skippers"))
+    satisfaction_optional(app, slug)
+    auth = create_key(app, uid("skippers"))
+    tokens = small_journey(wide_app, outbox, slug, auth, {("phone-booking", day): 60,
+                                                          ("phone-booking", day, "email"): 40})
+    less = {**GOOD_BOOKING, "booking_satisfaction": "4"}
+    for group in (tokens[:60], tokens[60:]):
+        fifth = len(group) // 5
+        answer_all(wide_app, group[:3 * fifth])
+        answer_all(wide_app, group[3 * fifth:4 * fifth], less)
+        answer_all(wide_app, group[4 * fifth:], NO_SATISFACTION)
+    raw = read_raw(app, slug)
+    docs = {}
+    for channel in (None, "sms", "email"):
+        q = Query(day, day, channel=channel)
+        docs[channel] = map_doc(app.test_client(), auth, slug, q.params())
+        assert_map(docs[channel], raw, q)
+    return docs
+
+
+@pytest.mark.xfail(strict=True, reason=LEAK)
+def test_a_channel_filter_does_not_give_away_the_other_channels_skippers(skippers_by_channel):
+    """Without a filter 100 answers, 80 on satisfaction (20 skipped it); by SMS 60 and 48 (12
+    skipped): both shown, as neither skip count is 1 to 10 and the filter leaves out 40 and 32. Yet
+    20 - 12 is the 8 email patients who skipped the question, whose counts the email map hides."""
+    docs = skippers_by_channel
+    email = cells_of(docs["email"])[("booking", "phone-booking")]
+    assert email["responses"] == 40 and email["satisfaction"]["responses"] is None  # hidden there ...
+    assert_no_small_differences(docs["sms"], docs[None], kinds=("satisfaction skipped",))  # ... not here
+
+
+@pytest.mark.xfail(strict=True, reason=LEAK)
+def test_a_channel_filter_does_not_give_away_the_other_channels_top_box(skippers_by_channel):
+    """Satisfaction's top box: 60 of 80 answers without a filter, 36 of 48 by SMS, both shown (no
+    count or complement of 1 to 10); 20 - 12 is the 8 email answers out of the top box, which the
+    email map hides (its share would give them as 8 of 32)."""
+    docs = skippers_by_channel
+    assert cells_of(docs["email"])[("booking", "phone-booking")]["satisfaction"]["top_box_pct"] is None
+    assert_no_small_differences(docs["sms"], docs[None], kinds=("satisfaction not top box",))
 
 
 def test_nothing_in_the_json_or_csv_shows_a_count_of_one_to_ten(world, client):
@@ -910,25 +1188,76 @@ def test_nothing_in_the_json_or_csv_shows_a_count_of_one_to_ten(world, client):
         assert_no_small_counts(doc)
         assert_csv_has_no_small_counts(get_map(client, world.auth, world.slug, params, csv_=True).text)
     # ... while the raw data has plenty of them under those filters: the check had work to do.
-    email_info = [r for r in world.raw.responses if world.period.keeps(r) and r.channel == "email"
-                  and r.touchpoint == "discharge-information"]
-    assert small(len(email_info))
+    per_channel = defaultdict(int)
+    for r in world.raw.responses:
+        if world.period.keeps(r):
+            per_channel[(r.touchpoint, r.channel)] += 1
+    assert any(small(count) for count in per_channel.values())
 
 
 def test_patients_who_skipped_a_measure_are_not_a_small_count(world, client):
     """A cell's responses less its measure's responses is the number of patients who answered none
-    of that measure's questions: like sends less responses, a count of patients, so 1 to 10 of
-    them must not be worked out by subtraction."""
-    found = []
+    of that measure's questions: like sends less responses, a count of patients. Where it is 1 to
+    10, the measure's n and responses are not shown (its score and interval are)."""
+    hidden = []
     for params in (world.period.params(), {**world.period.params(), "channel": "sms"},
                    {**world.period.params(), "source": world.sources[0]}):
-        doc = get_map(client, world.auth, world.slug, params).get_json()
+        doc = map_doc(client, world.auth, world.slug, params)
         for key, c in cells_of(doc).items():
-            for m in ("satisfaction", "friction"):
-                if not c["suppressed"] and not c[m]["suppressed"] and small(c["responses"] - c[m]["responses"]):
-                    found.append((params.get("channel") or params.get("source") or "all", key, m, c["responses"],
-                                  c[m]["responses"]))
-    assert not found, f"(filter, cell, measure, responses, answered the measure): {found}"
+            for m in MEASURES:
+                s = c[m]
+                if c["suppressed"] or s["suppressed"]:
+                    continue
+                if s["responses"] is None:
+                    assert s["n"] is None and s["score"] is not None and s["ci95"], (params, key, m)
+                    hidden.append((params.get("channel") or params.get("source") or "all", key, m))
+                else:
+                    assert not small(c["responses"] - s["responses"]), (params, key, m, c["responses"], s)
+    assert hidden  # the discharge set's second version has optional questions: some counts were hidden
+
+
+def test_ten_patients_skipping_a_measure_hide_its_counts_and_eleven_show_them(app, wide_app, client, auth,
+                                                                             outbox, new_journey):
+    """Phone booking: 20 answer the optional satisfaction question, 10 skip it; online booking: 12
+    answer, none of them it. The phone's satisfaction n and responses are hidden, and so are the
+    stage's (20 too, 22 skipped there: it would give the phone's 10 away as 30 - 20); the 11th
+    skipper shows both."""
+    day = utcnow().date() - timedelta(days=3)
+    slug = new_journey()
+    satisfaction_optional(app, slug)
+    tokens = small_journey(wide_app, outbox, slug, auth, {("phone-booking", day): 31, ("online-booking", day): 12})
+    answer_all(app, tokens[:20])
+    answer_all(app, tokens[20:30] + tokens[31:], NO_SATISFACTION)
+    params, q = one_day(day), Query(day, day)
+
+    doc = map_doc(client, auth, slug, params)
+    assert_map(doc, read_raw(app, slug), q)
+    cells = cells_of(doc)
+    phone, stage = cells[("booking", "phone-booking")], cells[("booking", "")]
+    assert (phone["responses"], stage["responses"]) == (30, 42)
+    for c in (phone, stage):
+        assert c["satisfaction"] == {"suppressed": False, "score": 100.0, "n": None, "responses": None,
+                                     "top_box_pct": 100.0, "ci95": [100.0, 100.0]}
+        assert (c["friction"]["n"], c["friction"]["responses"]) == (c["responses"], c["responses"])
+    assert cells[("booking", "online-booking")]["satisfaction"] == {"suppressed": True}
+    text = get_map(client, auth, slug, params, csv_=True).text
+    assert_csv_equals_json(text, doc, slug)
+    rows = {(r["touchpoint"], r["metric"]): r for r in csv.DictReader(io.StringIO(text)) if r["stage"] == "booking"}
+    for tp in ("", "phone-booking"):
+        # The score stays, without its n.
+        assert (rows[(tp, "satisfaction")]["value"], rows[(tp, "satisfaction")]["n"]) == ("100.0", "")
+        assert (rows[(tp, "satisfaction_top_box_pct")]["value"], rows[(tp, "satisfaction_top_box_pct")]["n"]) == (
+            "100.0", "")
+
+    answer_all(app, tokens[30:31], NO_SATISFACTION)
+    doc = map_doc(client, auth, slug, params)
+    assert_map(doc, read_raw(app, slug), q)
+    cells = cells_of(doc)
+    for key in (("booking", "phone-booking"), ("booking", "")):
+        assert (cells[key]["satisfaction"]["n"], cells[key]["satisfaction"]["responses"]) == (20, 20), key
+    rows = {(r["touchpoint"], r["metric"]): r for r in csv.DictReader(io.StringIO(
+        get_map(client, auth, slug, params, csv_=True).text)) if r["stage"] == "booking"}
+    assert rows[("phone-booking", "satisfaction")]["n"] == rows[("", "satisfaction")]["n"] == "20"
 
 
 # -- 4. Trend against the previous period --------------------------------------------------------
@@ -967,8 +1296,9 @@ def number(text: str):
 
 
 def expected_rows(doc: dict):
-    """(stage, touchpoint, level, metric, value, n, ci, previous, change) of one period's map, from its JSON."""
-    for st in doc["stages"]:
+    """(stage, touchpoint, level, metric, value, n, ci, previous, change) of one map of the feed,
+    from its JSON, then its themes' rows; of a feed heading (weeks or months), its themes' only."""
+    for st in doc.get("stages", []):
         for level, c in [("stage", st), *(("touchpoint", tp) for tp in st["touchpoints"])]:
             tp = c["slug"] if level == "touchpoint" else ""
             for metric in METRICS:
@@ -987,8 +1317,10 @@ def expected_rows(doc: dict):
                 else:
                     rate = c.get("response_rate")
                     yield st["slug"], tp, level, metric, rate, c["sent"] if rate is not None else None, None, None, None
-        for theme in st.get("themes", []):
-            yield st["slug"], "", "stage", f"theme: {theme['term']}", theme["count"], theme["count"], None, None, None
+    themes = doc["themes"] if "themes" in doc else {st["slug"]: st.get("themes", []) for st in doc["stages"]}
+    for slug, found in themes.items():
+        for theme in found:
+            yield slug, "", "stage", f"theme: {theme['term']}", theme["count"], theme["count"], None, None, None
 
 
 def assert_csv_equals_json(text: str, doc: dict, slug: str) -> list[dict]:
@@ -1019,9 +1351,12 @@ def test_csv_rows_carry_the_json_figures(world, client):
     assert r.headers["Content-Disposition"] == (
         f'attachment; filename="{world.slug}-map-{world.period.start}-{world.period.end}.csv"')
     rows = assert_csv_equals_json(r.text, doc, world.slug)
-    # Per stage and touchpoint, each metric once (themes aside).
+    # Per stage and touchpoint, each metric once; then the themes, a term and its count.
     keys = [(r["stage"], r["touchpoint"], r["metric"]) for r in rows if not r["metric"].startswith("theme:")]
     assert len(keys) == len(set(keys)) == 7 * sum(1 + len(s["touchpoints"]) for s in doc["stages"])
+    themes = [r for r in rows if r["metric"].startswith("theme:")]
+    assert themes and rows[-len(themes):] == themes
+    assert_themes({st["slug"]: st["themes"] for st in doc["stages"]})
     suppressed = [r for r in rows if r["suppressed"] == "true"]
     assert suppressed and all(r["value"] == r["n"] == r["ci_low"] == "" for r in suppressed)
     shown = {(r["stage"], r["touchpoint"], r["metric"]): r for r in rows if r["suppressed"] == "false"}
@@ -1031,11 +1366,11 @@ def test_csv_rows_carry_the_json_figures(world, client):
 
 
 @pytest.mark.parametrize("interval", ["week", "month"])
-def test_an_interval_adds_a_block_per_week_or_month_clipped_to_the_period(world, client, interval):
+def test_an_interval_gives_a_map_per_week_or_month_clipped_to_the_period(world, client, interval):
     q, m = world.period, world.monday
     params = {**q.params(), "interval": interval}
     doc = map_doc(client, world.auth, world.slug, params)
-    assert doc["interval"] == interval
+    assert_feed_heading(doc, q, interval)
     if interval == "week":  # Wednesday to the Tuesday two weeks on: a short week, a whole one, two days
         bounds = [(m + timedelta(days=2), m + timedelta(days=6)), (m + timedelta(days=7), m + timedelta(days=13)),
                   (m + timedelta(days=14), m + timedelta(days=15))]
@@ -1046,17 +1381,22 @@ def test_an_interval_adds_a_block_per_week_or_month_clipped_to_the_period(world,
             bounds.append((start, min(q.end, following - timedelta(days=1))))
             start = following
     assert [(p["from"], p["to"]) for p in doc["periods"]] == [(a.isoformat(), b.isoformat()) for a, b in bounds]
-    assert_map(doc, world.raw, q)
     for part, (start, end) in zip(doc["periods"], bounds):
         # Each block is that week's or month's own map, trend against the same length before.
         assert_map(part, world.raw, Query(start, end))
         assert "themes" not in part["stages"][0]
+    # The heading's themes are the whole period's, as its map gives them.
+    whole = map_doc(client, world.auth, world.slug, q.params())
+    assert doc["themes"] == {st["slug"]: st["themes"] for st in whole["stages"]} and any(doc["themes"].values())
     text = get_map(client, world.auth, world.slug, params, csv_=True).text
     rows = assert_csv_equals_json(text, doc, world.slug)
-    # The whole period's block, then one per week or month (row by row, assert_csv_equals_json).
-    blocks = [(q.start, q.end), *bounds]
-    assert list(dict.fromkeys((r["period_start"], r["period_end"]) for r in rows)) == list(
-        dict.fromkeys((a.isoformat(), b.isoformat()) for a, b in blocks))
+    # The themes' rows of the whole period, then a block per week or month; no other whole-period row.
+    themes = [r for r in rows if r["metric"].startswith("theme:")]
+    assert themes == rows[:len(themes)]
+    assert {(r["period_start"], r["period_end"], r["date"]) for r in themes} == {
+        (q.start.isoformat(), q.end.isoformat(), q.end.isoformat())}
+    assert list(dict.fromkeys((r["period_start"], r["period_end"]) for r in rows[len(themes):])) == [
+        (a.isoformat(), b.isoformat()) for a, b in bounds]
     if interval == "week":
         shown_weeks = {r["period_start"] for r in rows if r["metric"] == "responses" and r["touchpoint"] == ""
                        and r["stage"] == "booking" and r["suppressed"] == "false"}
@@ -1184,9 +1524,12 @@ def test_rebuild_gives_the_rows_the_increments_made(world, app, client):
     result = app.test_cli_runner().invoke(args=["rollups", "rebuild"])
     assert result.exit_code == 0, result.output
     done = json.loads(result.stdout.strip().splitlines()[-1])
-    assert done["responses"] >= len(world.raw.responses) and done["count_rows"] >= len(before["rollup_daily_counts"])
+    after = snapshot(app, world.slug)
+    # The rows written per table, of every journey: at least this one's.
+    assert done["responses"] >= len(world.raw.responses)
+    assert set(done) == {"responses", *after} and all(done[table] >= len(rows) for table, rows in after.items())
 
-    assert_same_rows(before, snapshot(app, world.slug))
+    assert_same_rows(before, after)
     assert get_map(client, world.auth, world.slug, {**world.period.params(), "interval": "week"}).get_json() == doc
 
 
