@@ -39,9 +39,10 @@ def periods(f: Filters, interval: str | None) -> list[Filters]:
 def themes_of(journey: Journey, f: Filters, min_n: int) -> dict[str, list[dict]]:
     """Per stage slug, its top friction themes as the feed gives them: term and count. Example
     comments stay on the dashboard, behind sign-in; no share either (with the count, it would
-    give the number of comments). Under a channel, language or source filter the count is left
-    out: less the same theme's count without the filter, it would count the patients left out."""
-    narrowed = bool(f.channel or f.locale or f.source)
+    give the number of comments). Under a touchpoint, channel, language or source filter the
+    count is left out: less the same theme's count without the filter, it would count the
+    patients left out."""
+    narrowed = bool(f.touchpoint or f.channel or f.locale or f.source)
     return {slug: [{"term": t.term, "count": None if narrowed else t.count} for t in found]
             for slug, found in stage_themes(journey, f, min_n).items()}
 
