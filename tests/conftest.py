@@ -146,30 +146,35 @@ def csrf_of(html: str) -> str:
     return match.group(1)
 
 
+def load_journey_copy(app, folder: Path, prefix: str = "j", rules: dict | None = None, journey: dict | None = None,
+                      **rule_overrides) -> str:
+    """Load a journey of its own (a copy of general-care under a fresh slug) through the library
+    loader; its slug. Overrides apply to every rule; `rules={"booking": {...}}` to one event type's."""
+    slug = uid(prefix)
+    dest = folder / slug
+    dest.mkdir(parents=True)
+    for f in (PROJECT_ROOT / "surveys" / "general-care").glob("*.yaml"):
+        doc = yaml.safe_load(f.read_text())
+        if f.name == "journey.yaml":
+            doc["slug"], doc["default"] = slug, False
+            doc.update(journey or {})
+            for rule in doc["rules"]:
+                rule.update(rule_overrides, **(rules or {}).get(rule["event"], {}))
+        (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
+    with app.app_context():
+        load_library(folder)
+        db.session.commit()
+    for child in dest.iterdir():
+        child.unlink()
+    dest.rmdir()
+    return slug
+
+
 @pytest.fixture
 def new_journey(app, tmp_path):
-    """Load a journey of the test's own (a copy of general-care under a fresh slug). Overrides
-    apply to every rule; `rules={"booking": {...}}` to one event type's rule."""
+    """A journey of the test's own: load_journey_copy in the test's folder."""
     def make(rules: dict | None = None, journey: dict | None = None, **rule_overrides) -> str:
-        slug = uid("j")
-        src = PROJECT_ROOT / "surveys" / "general-care"
-        dest = tmp_path / slug
-        dest.mkdir()
-        for f in src.glob("*.yaml"):
-            doc = yaml.safe_load(f.read_text())
-            if f.name == "journey.yaml":
-                doc["slug"], doc["default"] = slug, False
-                doc.update(journey or {})
-                for rule in doc["rules"]:
-                    rule.update(rule_overrides, **(rules or {}).get(rule["event"], {}))
-            (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
-        with app.app_context():
-            load_library(tmp_path)
-            db.session.commit()
-        for child in dest.iterdir():
-            child.unlink()
-        dest.rmdir()
-        return slug
+        return load_journey_copy(app, tmp_path, "j", rules, journey, **rule_overrides)
     return make
 
 

@@ -19,12 +19,11 @@ from feedback_service.events.mapping import Mapping, MappingDoc
 from feedback_service.events.models import Event
 from feedback_service.extensions import db
 from feedback_service.insights.funnel import STEPS, funnel, suppress_steps
-from feedback_service.journeys.library import load_library
 from feedback_service.journeys.models import Journey
 from feedback_service.rollups.filters import Filters, parse_filters
 from feedback_service.scheduling.models import Invitation
-from tests.conftest import (TWILIO_SID, csrf_of, event_body, new_phone, run_jobs_of, sendgrid_post, twilio_post,
-                            uid)
+from tests.conftest import (TWILIO_SID, csrf_of, event_body, load_journey_copy, new_phone, run_jobs_of,
+                            sendgrid_post, twilio_post, uid)
 
 MIN_N = 11
 
@@ -33,18 +32,7 @@ MIN_N = 11
 
 def load_journey(app, directory) -> str:
     """A copy of general-care under a fresh slug (what the `new_journey` fixture does, once per module)."""
-    slug = uid("funnel")
-    dest = directory / slug
-    dest.mkdir()
-    for f in (PROJECT_ROOT / "surveys" / "general-care").glob("*.yaml"):
-        doc = yaml.safe_load(f.read_text())
-        if f.name == "journey.yaml":
-            doc["slug"], doc["default"] = slug, False
-        (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
-    with app.app_context():
-        load_library(directory)
-        db.session.commit()
-    return slug
+    return load_journey_copy(app, directory, "funnel")
 
 
 def new_source(app, prefix: str) -> tuple[str, dict]:

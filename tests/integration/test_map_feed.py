@@ -22,15 +22,13 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
-import yaml
 from sqlalchemy import inspect, select, update
 
 from feedback_service import MIGRATIONS_DIR, create_app
-from feedback_service.config import PROJECT_ROOT
 from feedback_service.events.models import Event
 from feedback_service.extensions import db
 from feedback_service.insights.feed import CSV_COLUMNS
-from feedback_service.journeys.library import load_library, publish_version
+from feedback_service.journeys.library import publish_version
 from feedback_service.journeys.models import Journey
 from feedback_service.journeys.questions import validate_question_set
 from feedback_service.responses.models import Answer, Response
@@ -39,7 +37,7 @@ from feedback_service.rollups.models import (Comment, DailyCounts, DailyScores, 
 from feedback_service.rollups.services import rebuild_rollups
 from feedback_service.scheduling.models import Invitation
 from feedback_service.sqltypes import utcnow
-from tests.conftest import csrf_of, event_body, outbox_lines, run_jobs_of, token_of, uid
+from tests.conftest import csrf_of, event_body, load_journey_copy, outbox_lines, run_jobs_of, token_of, uid
 
 MIN_N = 11  # FEEDBACK_MIN_REPORTING_N: counts of 1 to 10 are never shown
 Z95 = statistics.NormalDist().inv_cdf(0.975)
@@ -54,22 +52,7 @@ SEED = 20261127
 # -- Journeys of the module's own -----------------------------------------------------------------
 
 def load_journey(app, folder: Path) -> str:
-    """A copy of general-care under a fresh slug, loaded like the library (as new_journey does)."""
-    slug = uid("map")
-    dest = folder / slug
-    dest.mkdir(parents=True)
-    for f in (PROJECT_ROOT / "surveys" / "general-care").glob("*.yaml"):
-        doc = yaml.safe_load(f.read_text())
-        if f.name == "journey.yaml":
-            doc["slug"], doc["default"] = slug, False
-        (dest / f.name).write_text(yaml.safe_dump(doc, allow_unicode=True))
-    with app.app_context():
-        load_library(folder)
-        db.session.commit()
-    for child in dest.iterdir():
-        child.unlink()
-    dest.rmdir()
-    return slug
+    return load_journey_copy(app, folder, "map")
 
 
 def create_key(app, source: str) -> dict:
