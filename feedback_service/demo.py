@@ -40,8 +40,8 @@ QUALITY = {
 COMMENTS = {
     "booking": {
         "en": (["The scheduler was kind and patient.", "Booking online was quick."],
-               ["I was on hold for a long time before anyone answered.", "I had to call three times to confirm the date.",
-                "On hold for ages, then the line dropped."]),
+               ["I was on hold for a long time before anyone answered.",
+                "I had to call three times to confirm the date.", "On hold for ages, then the line dropped."]),
         "es": (["La persona que me atendió fue muy amable."], ["Esperé mucho tiempo al teléfono."]),
     },
     "discharge": {

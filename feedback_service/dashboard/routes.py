@@ -155,7 +155,7 @@ def comments():
     return render_template("dashboard/comments.html", journey=journey, filters=filters, form=form, query=query,
                            comments=found, more=more, page=page, text=text, friction_only=friction_only,
                            themes=stage_themes(journey, filters, _min_n()), stage_names=names, tp_names=tp_names,
-                           min_n=_min_n(), narrowed=bool(filters.touchpoint or filters.channel or filters.locale or filters.source))
+                           min_n=_min_n())
 
 
 @bp.get("/funnel")

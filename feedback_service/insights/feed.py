@@ -42,8 +42,7 @@ def themes_of(journey: Journey, f: Filters, min_n: int) -> dict[str, list[dict]]
     give the number of comments). Under a touchpoint, channel, language or source filter the
     count is left out: less the same theme's count without the filter, it would count the
     patients left out."""
-    narrowed = bool(f.touchpoint or f.channel or f.locale or f.source)
-    return {slug: [{"term": t.term, "count": None if narrowed else t.count} for t in found]
+    return {slug: [{"term": t.term, "count": None if f.narrowed else t.count} for t in found]
             for slug, found in stage_themes(journey, f, min_n).items()}
 
 

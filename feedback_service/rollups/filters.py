@@ -24,6 +24,16 @@ class Filters:
     source: str | None = None
 
     @property
+    def detailed(self) -> bool:
+        """Whether a filter needs the detailed rollups (channel, language, source)."""
+        return bool(self.channel or self.locale or self.source)
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether a filter leaves out part of a stage's patients (the touchpoint, or a detailed one)."""
+        return self.detailed or bool(self.touchpoint)
+
+    @property
     def days(self) -> int:
         return (self.end - self.start).days + 1
 

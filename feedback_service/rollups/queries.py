@@ -38,7 +38,7 @@ def cell_filter(model, journey: Journey, f: Filters, *, from_start: bool = True)
 
 def levels(f: Filters) -> tuple:
     """The (counts, scores) rollups to read: per touchpoint and day unless a filter needs more."""
-    if f.channel or f.locale or f.source:
+    if f.detailed:
         return DailyCounts, DailyScores
     return TouchpointDayCounts, TouchpointDayScores
 
