@@ -13,7 +13,7 @@ from ..extensions import db
 from ..journeys.models import Journey, QuestionSetVersion
 from .filters import Filters
 from .models import DailyCounts, DailyScores, TouchpointDayCounts, TouchpointDayScores
-from .scoring import (REPORTED, SCALE, Hidden, Sums, cell_summary, complementary_suppression, measure_summary,
+from .scoring import (NPS, REPORTED, SCALE, Hidden, Sums, cell_summary, complementary_suppression, measure_summary,
                       sibling_suppression, small)
 from .services import SUM_FIELDS
 
@@ -76,18 +76,32 @@ def _stages(journey: Journey, f: Filters):
 NARROWING = ("channel", "locale", "source")
 
 
-def _narrowing_hides(wider: tuple, narrower: tuple, min_n: int) -> tuple[bool, bool]:
-    """(the cell, its sent count) must be hidden under a filter, because the same cell without
-    that filter differs by 1 to min_n - 1 patients: in responses, or in any measure's responses,
-    patients who skipped it, answers in or out of its top box (the cell); in non-responders (sent)."""
+def _narrowing_hides(wider: tuple, narrower: tuple, min_n: int) -> Hidden:
+    """What a cell under a filter must hide because the same cell without that filter differs
+    from it by 1 to min_n - 1 patients: the figure that would give the difference away. Responses:
+    the cell; a measure's responses: the measure; its skippers: its counts; its answers in or out of
+    the top box: its top-box share (never shown for NPS); non-responders: the sent count."""
     (w_sent, w_resp), w_measures = wider
     (n_sent, n_resp), n_measures = narrower
-    differences = [w_resp - n_resp]
+    measures, counts, top_box = set(), set(), set()
     for m in REPORTED:
         w, n = w_measures.get(m, Sums()), n_measures.get(m, Sums())
-        differences += [w.responses - n.responses, (w_resp - w.responses) - (n_resp - n.responses),
-                        w.top_box - n.top_box, (w.n - w.top_box) - (n.n - n.top_box)]
-    return any(0 < d < min_n for d in differences), 0 < (w_sent - w_resp) - (n_sent - n_resp) < min_n
+        if small(w.responses - n.responses, min_n):
+            measures.add(m)
+        if small((w_resp - w.responses) - (n_resp - n.responses), min_n):
+            counts.add(m)
+        if m != NPS and (small(w.top_box - n.top_box, min_n) or small((w.n - w.top_box) - (n.n - n.top_box), min_n)):
+            top_box.add(m)
+    return Hidden(cell=small(w_resp - n_resp, min_n), sent=small((w_sent - w_resp) - (n_sent - n_resp), min_n),
+                  measures=frozenset(measures), top_box=frozenset(top_box), counts=frozenset(counts))
+
+
+def _union(hiddens) -> Hidden:
+    hiddens = list(hiddens)
+    return Hidden(cell=any(h.cell for h in hiddens), sent=any(h.sent for h in hiddens),
+                  measures=frozenset().union(*(h.measures for h in hiddens)),
+                  top_box=frozenset().union(*(h.top_box for h in hiddens)),
+                  counts=frozenset().union(*(h.counts for h in hiddens)))
 
 
 def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
@@ -110,19 +124,13 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
                 measures[m].add(s)
         return (sum(c[0][0] for c in counts), sum(c[0][1] for c in counts)), dict(measures)
 
-    def narrowing(wide_cells, own) -> tuple[bool, bool]:
-        found = [_narrowing_hides(w, own, min_n) for w in wide_cells]
-        return any(c for c, _ in found), any(s for _, s in found)
-
     out = []
     for stage, tps in _stages(journey, whole):
         mine = [cell(sums, tp.id) for tp in tps]
         sent, resp, measures = [c[0][0] for c in mine], [c[0][1] for c in mine], [c[1] for c in mine]
-        narrowed = [narrowing([cell(w, tp.id) for w in wider], mine[i]) for i, tp in enumerate(tps)]
-        forced = {i for i, (c, _) in enumerate(narrowed) if c}
-        forced_sent = {i for i, (_, s) in enumerate(narrowed) if s}
+        forced = [_union(_narrowing_hides(cell(w, tp.id), mine[i], min_n) for w in wider) for i, tp in enumerate(tps)]
         # The stage is the touchpoints' total: hide enough that no small count can be worked out.
-        hidden = sibling_suppression(sent, resp, measures, min_n, forced, forced_sent)
+        hidden = sibling_suppression(sent, resp, measures, min_n, forced)
         shown = [i for i, tp in enumerate(tps) if not f.touchpoint or tp.slug == f.touchpoint]
         if not shown:
             continue
@@ -134,11 +142,10 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
         else:
             stage_total = total(sums, tps)
             (stage_sent, stage_resp), stage_measures = stage_total
-            stage_narrowed = narrowing([total(w, tps) for w in wider], stage_total)
-            # A cell hidden because of what the filter leaves out could be worked out as the
-            # stage less its siblings: the stage goes too (and its sent count, for sent counts).
-            stage_hidden = Hidden(cell=stage_narrowed[0] or bool(forced), sent=stage_narrowed[1] or bool(forced_sent),
-                                  counts=_stage_counts_hidden(resp, measures, hidden, min_n))
+            # What a filter hid in a touchpoint could be worked out as the stage less its siblings:
+            # the stage hides it too, as it hides what its own total would give away.
+            own = _union(_narrowing_hides(total(w, tps), stage_total, min_n) for w in wider)
+            stage_hidden = _union([own, *forced, Hidden(counts=_stage_counts_hidden(resp, measures, hidden, min_n))])
             stage_cell = cell_summary(stage_sent, stage_resp, stage_measures, min_n, stage_hidden)
         out.append({"slug": stage.slug, "name": stage.name, "position": stage.position, **stage_cell,
                     "touchpoints": touchpoints})
@@ -152,7 +159,8 @@ def _stage_counts_hidden(resp: list[int], measures: list[dict], hidden: list, mi
     out = set()
     for m in REPORTED:
         skipped = [r - tp.get(m, Sums()).responses if m in tp else 0 for r, tp in zip(resp, measures)]
-        unseen = [i for i, h in enumerate(hidden) if h.cell or m in h.measures or small(skipped[i], min_n)]
+        unseen = [i for i, h in enumerate(hidden)
+                  if h.cell or m in h.measures or m in h.counts or small(skipped[i], min_n)]
         if small(sum(skipped[i] for i in unseen), min_n):
             out.add(m)
     return frozenset(out)

@@ -142,27 +142,32 @@ def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[
 
 
 def sibling_suppression(sent: list[int], responses: list[int], measures: list[dict[str, Sums]],
-                        min_n: int, forced: set[int] = frozenset(),
-                        forced_sent: set[int] = frozenset()) -> list[Hidden]:
+                        min_n: int, forced: list[Hidden] | None = None) -> list[Hidden]:
     """Complementary suppression for the touchpoints of one stage, for every count a reader
     could subtract: responses, patients who did not answer, and per measure its responses and
-    the answers in and out of the top box. `forced`: cells hidden whatever their own counts;
-    `forced_sent`: sent counts hidden likewise."""
+    the answers in and out of the top box. `forced`: per touchpoint, what must be hidden
+    whatever its own counts (kept in the result, counts included)."""
+    forced = forced or [Hidden()] * len(responses)
+
     def below(values, limit_zero=False):
         return {i for i, v in enumerate(values) if (v < min_n if limit_zero else small(v, min_n))}
 
-    cells = complementary_suppression([responses], min_n, below(responses, limit_zero=True) | set(forced))
+    def marked(test):
+        return {i for i, h in enumerate(forced) if test(h)}
+
+    cells = complementary_suppression([responses], min_n, below(responses, limit_zero=True) | marked(lambda h: h.cell))
     silent = [s - r for s, r in zip(sent, responses)]
-    no_sent = complementary_suppression([silent], min_n, cells | below(silent) | set(forced_sent))
+    no_sent = complementary_suppression([silent], min_n, cells | below(silent) | marked(lambda h: h.sent))
     hidden_measures, hidden_top = {}, {}
     for m in REPORTED:
         per = [tp.get(m, Sums()) for tp in measures]
         answered = [s.responses for s in per]
-        hidden_measures[m] = complementary_suppression([answered], min_n,
-                                                       cells | below(answered, limit_zero=True))
+        hidden_measures[m] = complementary_suppression(
+            [answered], min_n, cells | below(answered, limit_zero=True) | marked(lambda h: m in h.measures))
         top, rest = [s.top_box for s in per], [s.n - s.top_box for s in per]
-        hidden_top[m] = complementary_suppression([top, rest], min_n, hidden_measures[m] | below(top) | below(rest))
+        hidden_top[m] = complementary_suppression(
+            [top, rest], min_n, hidden_measures[m] | below(top) | below(rest) | marked(lambda h: m in h.top_box))
     return [Hidden(cell=i in cells, sent=i in no_sent,
                    measures=frozenset(m for m in REPORTED if i in hidden_measures[m]),
-                   top_box=frozenset(m for m in REPORTED if i in hidden_top[m]))
+                   top_box=frozenset(m for m in REPORTED if i in hidden_top[m]), counts=forced[i].counts)
             for i in range(len(responses))]
