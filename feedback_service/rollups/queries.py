@@ -145,7 +145,13 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
             # What a filter hid in a touchpoint could be worked out as the stage less its siblings:
             # the stage hides it too, as it hides what its own total would give away.
             own = _union(_narrowing_hides(total(w, tps), stage_total, min_n) for w in wider)
-            stage_hidden = _union([own, *forced, Hidden(counts=_stage_counts_hidden(resp, measures, hidden, min_n))])
+            # A touchpoint showing its cell but not a measure: the stage does not show the measure
+            # either, or the touchpoint's would be the stage's less its siblings'.
+            dark = frozenset(m for i in range(len(tps)) for m in REPORTED if not hidden[i].cell
+                             and cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])[m]["suppressed"]
+                             and m in measures[i])
+            stage_hidden = _union([own, *forced, Hidden(measures=dark,
+                                                        counts=_stage_counts_hidden(resp, measures, hidden, min_n))])
             stage_cell = cell_summary(stage_sent, stage_resp, stage_measures, min_n, stage_hidden)
         out.append({"slug": stage.slug, "name": stage.name, "position": stage.position, **stage_cell,
                     "touchpoints": touchpoints})
@@ -258,7 +264,7 @@ def trends(journey: Journey, f: Filters, interval: str, min_n: int) -> dict:
             answered = [s.responses for s in sums]
             hidden = complementary_suppression([answered], min_n, {i for i, n in enumerate(answered) if n < min_n})
             series[m] = [{"start": s.isoformat(), "end": period_end(s, interval).isoformat(),
-                          **measure_summary(sums[i], min_n, hidden=i in hidden, hide_top_box=True,
+                          **measure_summary(sums[i], min_n, hidden=i in hidden, top_box_reported=False,
                                             scale=SCALE.get(m, (0.0, 100.0)))}
                          for i, s in enumerate(starts)]
         stages.append({"slug": stage.slug, "name": stage.name, "series": series,

@@ -60,7 +60,8 @@ def small(count: int, min_n: int) -> bool:
 
 
 def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: bool = False,
-                    scale: tuple[float, float] = (0.0, 100.0), hide_counts: bool = False) -> dict:
+                    scale: tuple[float, float] = (0.0, 100.0), hide_counts: bool = False,
+                    top_box_reported: bool = True) -> dict:
     """The reported figures for one measure of one cell, or {"suppressed": true}.
 
     Suppression counts responses (patients), not answers, so that two questions on the same
@@ -69,6 +70,11 @@ def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: boo
     response it is the usual mean +/- 1.96 s / sqrt(n).
     """
     if hidden or s.responses < min_n or s.n == 0:
+        return {"suppressed": True}
+    top_hidden = hide_top_box or small(s.top_box, min_n) or small(s.n - s.top_box, min_n)
+    if top_hidden and s.top_box + s.bottom_box == s.n:
+        # Every answer at one end or the other (a yes/no question): the score and n would give
+        # the hidden top box away.
         return {"suppressed": True}
     mean = s.total / s.n
     half = 0.0
@@ -84,8 +90,7 @@ def measure_summary(s: Sums, min_n: int, hidden: bool = False, hide_top_box: boo
         "n": None if hide_counts else s.n,
         "responses": None if hide_counts else s.responses,
         # A share times n gives a count: hide it when that count, or its complement, is 1 to 10.
-        "top_box_pct": None if hide_top_box or small(s.top_box, min_n) or small(s.n - s.top_box, min_n)
-        else round(100.0 * s.top_box / s.n, 1),
+        "top_box_pct": None if top_hidden or not top_box_reported else round(100.0 * s.top_box / s.n, 1),
         "ci95": [round(max(scale[0], mean - half), 1), round(min(scale[1], mean + half), 1)],
     }
 
@@ -115,7 +120,8 @@ def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: in
         "sent": sent if sent_shown else None,
         "response_rate": round(responses / sent, 4) if sent and sent_shown else None,
         **{m: measure_summary(measures.get(m, Sums()), min_n, hidden=m in hidden.measures,
-                              hide_top_box=m in hidden.top_box or m == NPS, scale=SCALE.get(m, (0.0, 100.0)),
+                              hide_top_box=m in hidden.top_box, top_box_reported=m != NPS,
+                              scale=SCALE.get(m, (0.0, 100.0)),
                               hide_counts=m in hidden.counts or skipped_small(responses, measures.get(m), min_n))
            for m in REPORTED},
     }

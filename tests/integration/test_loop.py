@@ -93,14 +93,11 @@ def test_answers_move_the_stage_scores(app, client, auth, outbox, run_jobs, new_
     assert discharge["suppressed"] is False
     # 12 sent would reveal that 1 patient did not answer: a count under the threshold.
     assert (discharge["responses"], discharge["sent"], discharge["response_rate"]) == (11, None, None)
-    sat, fric = discharge["satisfaction"], discharge["friction"]
-    # 10 responses x 2 satisfaction answers at 100, then two at 0.
-    assert sat["n"] == 22 and sat["responses"] == 11 and sat["score"] == round(2000 / 22, 1)
-    assert sat["top_box_pct"] is None  # 2 answers outside the top box: a count under the threshold
-    assert sat["ci95"][0] < sat["score"] < sat["ci95"][1] <= 100
-    assert fric["n"] == 11 and fric["score"] == round(100 / 11, 1)
+    # 10 responses x 2 satisfaction answers at 100, then two at 0; friction 10 at 0 and one at 100.
+    # Every answer at one end of its scale, and 1 or 2 at the other: score x n would count them.
+    assert discharge["satisfaction"] == {"suppressed": True} and discharge["friction"] == {"suppressed": True}
     desk = {t["slug"]: t for t in discharge["touchpoints"]}["discharge-desk"]
-    assert desk["responses"] == 11 and desk["satisfaction"]["score"] == sat["score"]
+    assert desk["responses"] == 11 and desk["satisfaction"] == {"suppressed": True}
     # Stages come in journey order; untouched stages stay suppressed.
     assert list(stages) == ["awareness", "booking", "pre-visit", "visit", "discharge", "follow-up"]
     assert stages["booking"]["suppressed"] is True
@@ -109,6 +106,13 @@ def test_answers_move_the_stage_scores(app, client, auth, outbox, run_jobs, new_
     answer(client, tokens[11], {"discharge_smooth": "4", "home_information": "3", "recommend": "5"})
     discharge = scores()["discharge"]
     assert (discharge["responses"], discharge["sent"], discharge["response_rate"]) == (12, 12, 1.0)
+    # Two middling answers (3 of 5, 5 of 10: 50 each): the score no longer counts the ends.
+    sat = discharge["satisfaction"]
+    assert sat["n"] == 24 and sat["responses"] == 12 and sat["score"] == round(2100 / 24, 1)
+    assert sat["top_box_pct"] is None  # 4 answers outside the top box: a count under the threshold
+    assert sat["ci95"][0] < sat["score"] < sat["ci95"][1] <= 100
+    desk = {t["slug"]: t for t in discharge["touchpoints"]}["discharge-desk"]
+    assert desk["satisfaction"]["score"] == sat["score"]
 
     # The period filter reads the day of the journey moment.
     r = client.get(f"/api/v1/journeys/{journey}/scores?from=2000-01-01&to=2000-12-31", headers=auth)

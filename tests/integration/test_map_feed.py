@@ -260,7 +260,8 @@ def figures(groups: list[tuple], measure: str) -> dict:
         half = Z95 * math.sqrt(variance)
     lo, hi = SCALES[measure]
     top = sum(1 for s in scores if s >= TOP) if measure != "nps" else sum(1 for s in scores if s > 0)
-    return {"score": mean, "n": n, "responses": r, "top": top, "rest": n - top,
+    bottom = sum(1 for s in scores if s <= 100 - TOP) if measure != "nps" else sum(1 for s in scores if s < 0)
+    return {"score": mean, "n": n, "responses": r, "top": top, "rest": n - top, "bottom": bottom,
             "ci95": [max(lo, mean - half), min(hi, mean + half)]}
 
 
@@ -293,7 +294,12 @@ def cell(t: Tally, hide_cell=False, hide_sent=False, hide_measure=frozenset(), h
             out[m] = {"suppressed": True}
             continue
         f = figures(groups, m)
-        top_hidden = m == "nps" or m in hide_top or small(f["top"]) or small(f["rest"])
+        top_sensitive = m in hide_top or small(f["top"]) or small(f["rest"])
+        if top_sensitive and f["top"] + f["bottom"] == f["n"]:
+            # Every answer at one end or the other: score and n would give the top box away.
+            out[m] = {"suppressed": True}
+            continue
+        top_hidden = m == "nps" or top_sensitive
         # Patients who answered but skipped the measure: 1 to 10 of them must not be worked out.
         counted = m not in hide_counts and not skipped_small(t, m)
         out[m] = {"suppressed": False, "score": f["score"], "n": f["n"] if counted else None,
@@ -351,12 +357,47 @@ def counts_of(t: Tally) -> dict:
     return out
 
 
-def left_out_a_little(wider: Tally, narrower: Tally) -> tuple[bool, bool]:
-    """(the cell, its sent count) must be hidden, because the patients a filter leaves out are 1
-    to 10 by one of the cell's counts (the cell), or by its non-responders (the sent count)."""
+@dataclass(frozen=True)
+class Hide:
+    """What one stage or touchpoint must hide whatever its own counts: the cell, its sent count,
+    and per measure the whole measure, its n and responses (counts), or its top-box share."""
+    cell: bool = False
+    sent: bool = False
+    measures: frozenset = frozenset()
+    counts: frozenset = frozenset()
+    top: frozenset = frozenset()
+
+    def __or__(self, other: Hide) -> Hide:
+        return Hide(self.cell or other.cell, self.sent or other.sent, self.measures | other.measures,
+                    self.counts | other.counts, self.top | other.top)
+
+    def __bool__(self) -> bool:
+        return self.cell or self.sent or bool(self.measures or self.counts or self.top)
+
+
+def union(hides) -> Hide:
+    out = Hide()
+    for h in hides:
+        out |= h
+    return out
+
+
+def left_out_a_little(wider: Tally, narrower: Tally) -> Hide:
+    """What a cell under a filter must hide because the patients the filter leaves out are 1 to
+    10 by one of its counts: the figure that would give them away. Responses: the cell; a
+    measure's responses: the measure; its skippers: its n and responses; its answers in or out of
+    the top box: its top-box share (NPS shows none); non-responders: the sent count."""
     w, n = counts_of(wider), counts_of(narrower)
-    return (any(small(w[kind] - n[kind]) for kind in w),
-            small((wider.sent - wider.responses) - (narrower.sent - narrower.responses)))
+
+    def differs(kind: str) -> bool:
+        return small(w[kind] - n[kind])
+
+    return Hide(cell=differs("responses"),
+                sent=small((wider.sent - wider.responses) - (narrower.sent - narrower.responses)),
+                measures=frozenset(m for m in MEASURES if differs(f"{m} responses")),
+                counts=frozenset(m for m in MEASURES if differs(f"{m} skipped")),
+                top=frozenset(m for m in MEASURES if m != "nps" and (differs(f"{m} top box")
+                                                                     or differs(f"{m} not top box"))))
 
 
 def total_of(tallies: list[Tally]) -> Tally:
@@ -371,8 +412,10 @@ def expected_cells(raw: Raw, q: Query) -> list[dict]:
     and measures from the raw rows, hidden as the threshold and complementary suppression say.
     What is hidden is decided among all the stage's touchpoints (the touchpoint filter then picks
     one). A touchpoint whose counts differ by 1 to 10 from the same cell without one of the
-    channel, locale or source filters is hidden like one under the threshold, and its stage with
-    it; one whose non-responders differ so has its sent count hidden, and its stage's."""
+    channel, locale or source filters hides the figure that would give the difference away
+    (left_out_a_little), and its siblings hide enough more that it cannot be subtracted out. The
+    stage hides all its touchpoints were made to hide, what its own total's difference gives
+    away, and a measure's counts where its touchpoints without them hold 1 to 10 skippers."""
     whole = replace(q, touchpoint=None)
     tallies = tallies_of(raw, whole)
     wider = [tallies_of(raw, w) for w in wider_queries(whole)]
@@ -384,37 +427,45 @@ def expected_cells(raw: Raw, q: Query) -> list[dict]:
         if not listed:
             continue
         per = [tallies[(stage, tp)] for tp in tps]
-        narrowed = [[left_out_a_little(w[(stage, tp)], per[i]) for w in wider] for i, tp in enumerate(tps)]
-        forced = {i for i, found in enumerate(narrowed) if any(c for c, _ in found)}
-        forced_sent = {i for i, found in enumerate(narrowed) if any(s for _, s in found)}
+        forced = [union(left_out_a_little(w[(stage, tp)], per[i]) for w in wider) for i, tp in enumerate(tps)]
         resp = [t.responses for t in per]
-        hidden = widen([resp], {i for i, v in enumerate(resp) if v < MIN_N} | forced)
+        hidden = widen([resp], {i for i, v in enumerate(resp) if v < MIN_N}
+                       | {i for i, h in enumerate(forced) if h.cell})
         silent = [t.sent - t.responses for t in per]
-        no_sent = widen([silent], hidden | forced_sent | {i for i, v in enumerate(silent) if small(v)})
+        no_sent = widen([silent], hidden | {i for i, h in enumerate(forced) if h.sent}
+                        | {i for i, v in enumerate(silent) if small(v)})
         hide_m, hide_top = {}, {}
         for m in MEASURES:
             answered = [len(t.measures.get(m, [])) for t in per]
-            hide_m[m] = widen([answered], hidden | {i for i, v in enumerate(answered) if v < MIN_N})
+            hide_m[m] = widen([answered], hidden | {i for i, v in enumerate(answered) if v < MIN_N}
+                              | {i for i, h in enumerate(forced) if m in h.measures})
             fig = [figures(t.measures[m], m) if t.measures.get(m) else {"top": 0, "rest": 0} for t in per]
             top, rest = [f["top"] if m != "nps" else 0 for f in fig], [f["rest"] if m != "nps" else 0 for f in fig]
-            hide_top[m] = widen([top, rest], hide_m[m] | {i for i in range(len(per))
-                                                          if small(top[i]) or small(rest[i])})
+            hide_top[m] = widen([top, rest], hide_m[m] | {i for i, h in enumerate(forced) if m in h.top}
+                                | {i for i in range(len(per)) if small(top[i]) or small(rest[i])})
         touchpoints = [{"slug": tps[i], **cell(per[i], i in hidden, i in no_sent,
                                                frozenset(m for m in MEASURES if i in hide_m[m]),
-                                               frozenset(m for m in MEASURES if i in hide_top[m]))}
+                                               frozenset(m for m in MEASURES if i in hide_top[m]), forced[i].counts)}
                        for i in listed]
         if q.touchpoint:
             stage_cell = {k: v for k, v in touchpoints[0].items() if k != "slug"}
         else:
-            # The patients who skipped a measure in touchpoints that do not show it would be the
-            # stage's skippers less the shown touchpoints'.
+            # The patients who skipped a measure in touchpoints that do not show its counts would
+            # be the stage's skippers less the shown touchpoints'.
             counts_hidden = frozenset(m for m in MEASURES if small(sum(
                 skipped_of(per[i], m) for i in range(len(per))
-                if i in hidden or i in hide_m[m] or small(skipped_of(per[i], m)))))
+                if i in hidden or i in hide_m[m] or m in forced[i].counts or small(skipped_of(per[i], m)))))
             total = total_of(per)
-            stage_narrowed = [left_out_a_little(total_of([w[(stage, tp)] for tp in tps]), total) for w in wider]
-            stage_cell = cell(total, bool(forced) or any(c for c, _ in stage_narrowed),
-                              bool(forced_sent) or any(s for _, s in stage_narrowed), hide_counts=counts_hidden)
+            # What a filter made a touchpoint hide would be the stage less its siblings: the stage
+            # hides it too, whether or not the touchpoint is shown.
+            # A touchpoint that shows its cell but not a measure: the stage hides the measure too.
+            dark = frozenset(m for i, t in enumerate(per) for m in MEASURES if i not in hidden and t.measures.get(m)
+                             and cell(t, False, i in no_sent, frozenset(x for x in MEASURES if i in hide_m[x]),
+                                      frozenset(x for x in MEASURES if i in hide_top[x]),
+                                      forced[i].counts)[m]["suppressed"])
+            hide = union([*forced, *(left_out_a_little(total_of([w[(stage, tp)] for tp in tps]), total)
+                                     for w in wider), Hide(measures=dark, counts=counts_hidden)])
+            stage_cell = cell(total, hide.cell, hide.sent, hide.measures, hide.top, hide.counts)
         out.append({"slug": stage, **stage_cell, "touchpoints": touchpoints})
     return out
 
@@ -667,7 +718,8 @@ def wide_app(app, settings):
 # The follow-up visit, alone in its stage with answers, is big enough that every channel, locale
 # and source leaves out more than ten patients of each count there (responses, and per measure
 # its responses, skippers, answers in and out of the top box): it and its stage stay shown under
-# those filters. The others, whose top boxes hold a dozen or two answers, are hidden under them.
+# those filters. The others, whose top boxes hold a dozen or two answers, hide at least their
+# top-box shares under them, and often the cell.
 PLAN = [("discharge", "discharge-desk", 40, 30, 0.8), ("discharge", "discharge-information", 26, 20, 0.7),
         ("booking", "phone-booking", 150, 26, 0.6), ("booking", "online-booking", 26, 20, 0.65),
         ("follow_up", "follow-up-visit", 150, 0, 0.8)]
@@ -891,11 +943,11 @@ def test_a_cell_shown_under_a_filter_is_more_than_ten_patients_from_the_cell_wit
         compared += assert_no_small_differences(
             map_doc(client, world.auth, world.slug, {**q.params(), **weekly}),
             map_doc(client, world.auth, world.slug, {**wider.params(), **weekly}))
-    # The rule had work to do: touchpoints of 11 or more patients under the filter and 1 to 10 left
-    # out (assert_map checks they are hidden); and shown counts were compared.
+    # The rule had work to do: touchpoints of 11 or more patients under the filter with 1 to 10 left
+    # out by some count (assert_map checks what they hide); and shown counts were compared.
     tallies, wider = tallies_of(world.raw, q), [tallies_of(world.raw, w) for w in wider_queries(q)]
     held_back = [key for key, t in tallies.items() if t.responses >= MIN_N and any(
-        left_out_a_little(w[key], t)[0] for w in wider)]
+        left_out_a_little(w[key], t) for w in wider)]
     if name != "sms-es-second-source":  # (too few patients there to show or hide anything)
         assert held_back and compared, name
 
@@ -929,10 +981,10 @@ NO_SATISFACTION = {"booking_ease": "7"}  # the booking set's satisfaction questi
 ON_HOLD = {"booking_ease": "2", "booking_satisfaction": "2", "comment": "I was on hold on the phone line forever."}
 
 
-def small_journey(wide_app, outbox, slug: str, auth, plan: dict[tuple, int]) -> list[str]:
-    """Per (booking touchpoint, day) or (booking touchpoint, day, "email"), that many booking events
-    of the journey, sent (by SMS unless told); their survey tokens, in the plan's order."""
-    bodies = [event_body("booking", journey=slug, touchpoint=key[0], consent_sms=key[2:] != ("email",),
+def small_journey(wide_app, outbox, slug: str, auth, plan: dict[tuple, int], kind: str = "booking") -> list[str]:
+    """Per (touchpoint, day) or (touchpoint, day, "email"), that many events of the kind (booking
+    unless told) of the journey, sent (by SMS unless told); their survey tokens, in the plan's order."""
+    bodies = [event_body(kind, journey=slug, touchpoint=key[0], consent_sms=key[2:] != ("email",),
                          occurred_at=datetime.combine(key[1], time(12, 0), tzinfo=timezone.utc))
               for key, count in plan.items() for _ in range(count)]
     outcomes = post_events(wide_app.test_client(), auth, bodies)
@@ -1204,12 +1256,19 @@ def test_a_channel_filter_does_not_give_away_the_other_channels_skippers(skipper
     """Without a filter 100 answers, 80 on satisfaction (20 skipped it); by SMS 60 and 48 (12
     skipped). Neither skip count is 1 to 10 and the filter leaves out 40 and 32, yet 20 - 12 would
     be the 8 email patients who skipped the question, whose counts the email map hides: the SMS
-    map hides the touchpoint (and its stage)."""
+    map hides satisfaction's n and responses, in the touchpoint and its stage, and nothing more
+    for it (the cell, its score and its friction stay)."""
     docs = skippers_by_channel
     email = cells_of(docs["email"])[("booking", "phone-booking")]
     assert email["responses"] == 40 and email["satisfaction"]["responses"] is None  # hidden there ...
-    assert cells_of(docs["sms"])[("booking", "phone-booking")]["suppressed"] is True  # ... and here
-    assert cells_of(docs["sms"])[("booking", "")]["suppressed"] is True
+    for key in (("booking", "phone-booking"), ("booking", "")):
+        sms = cells_of(docs["sms"])[key]
+        assert (sms["suppressed"], sms["responses"], sms["sent"]) == (False, 60, 60), key
+        satisfaction = sms["satisfaction"]
+        assert (satisfaction["n"], satisfaction["responses"]) == (None, None), key  # ... and here
+        assert satisfaction["suppressed"] is False and satisfaction["score"] == 93.8, key  # 36 x 100 + 12 x 75
+        assert (sms["friction"]["n"], sms["friction"]["responses"]) == (60, 60), key
+    assert not any(key[2] == "satisfaction skipped" for key in known_counts(docs["sms"]))
     assert_no_small_differences(docs["sms"], docs[None])
 
 
@@ -1222,8 +1281,111 @@ def test_a_channel_filter_does_not_give_away_the_other_channels_top_box(skippers
     assert cells_of(docs["email"])[("booking", "phone-booking")]["satisfaction"]["top_box_pct"] is None
     whole = cells_of(docs[None])[("booking", "phone-booking")]["satisfaction"]
     assert (whole["n"], whole["top_box_pct"]) == (80, 75.0)
+    for key in (("booking", "phone-booking"), ("booking", "")):
+        assert cells_of(docs["sms"])[key]["satisfaction"]["top_box_pct"] is None, key
     assert not any(key[2] == "satisfaction not top box" for key in known_counts(docs["sms"]))
     assert_no_small_differences(docs["sms"], docs[None], kinds=("satisfaction not top box",))
+
+
+def effort(value: int) -> dict:
+    """A booking answer: very satisfied, booking_ease `value` (1: friction 100, in its top box;
+    7: friction 0)."""
+    return {**GOOD_BOOKING, "booking_ease": str(value)}
+
+
+def test_a_channel_filter_hides_only_the_top_box_share_the_other_channel_would_give_away(
+        app, wide_app, client, auth, outbox, new_journey):
+    """Phone booking: 30 answers by SMS, 12 of them in friction's top box (booking was very hard),
+    and 20 by email, 5 of them so; online booking: 20 and 20, none so. By SMS the touchpoints are
+    20 patients (and 20 answers on each measure) short of the unfiltered ones, and nobody skipped
+    or failed to answer: the only difference of 1 to 10 is phone friction's top box, 17 - 12 = 5
+    email answers. So the phone cell keeps its responses, sent count, scores and counts, and only
+    friction's top-box share is hidden, there and in the stage; online booking shows its own."""
+    day = utcnow().date() - timedelta(days=3)
+    slug = new_journey()
+    tokens = small_journey(wide_app, outbox, slug, auth, {
+        ("phone-booking", day): 30, ("phone-booking", day, "email"): 20,
+        ("online-booking", day): 20, ("online-booking", day, "email"): 20})
+    # Friction answers spread over the scale, so the score does not give the top box away (a yes/no
+    # measure's does: the next test).
+    sms_answers = [effort(1)] * 12 + [effort(3)] * 6 + [effort(5)] * 6 + [effort(7)] * 6
+    email_answers = [effort(1)] * 5 + [effort(2)] * 5 + [effort(4)] * 5 + [effort(6)] * 5
+    survey, csrf = wide_app.test_client(), None
+    for token, values in zip(tokens, sms_answers + email_answers):
+        csrf = answer(survey, token, values, csrf)
+    answer_all(app, tokens[50:])
+    raw, day_q = read_raw(app, slug), Query(day, day)
+    whole = map_doc(client, auth, slug, one_day(day))
+    assert_map(whole, raw, day_q)
+    phone = cells_of(whole)[("booking", "phone-booking")]
+    assert (phone["responses"], phone["friction"]["n"], phone["friction"]["top_box_pct"]) == (50, 50, 34.0)
+
+    q = replace(day_q, channel="sms")
+    tallies, unfiltered = tallies_of(raw, q), tallies_of(raw, day_q)
+    # The one difference of 1 to 10: phone friction's top box (the rule before hid the whole cell and
+    # its stage for it).
+    assert left_out_a_little(unfiltered[("booking", "phone-booking")], tallies[("booking", "phone-booking")]) == (
+        Hide(top=frozenset({"friction"})))
+    assert not left_out_a_little(unfiltered[("booking", "online-booking")], tallies[("booking", "online-booking")])
+    sms = map_doc(client, auth, slug, q.params())
+    assert_map(sms, raw, q)
+    cells = cells_of(sms)
+    for key, responses in ((("booking", "phone-booking"), 30), (("booking", ""), 50)):
+        c = cells[key]
+        assert (c["suppressed"], c["responses"], c["sent"], c["response_rate"]) == (False, responses, responses, 1.0)
+        assert c["satisfaction"] == {"suppressed": False, "score": 100.0, "n": responses, "responses": responses,
+                                     "top_box_pct": 100.0, "ci95": [100.0, 100.0]}, key
+        friction = c["friction"]
+        assert friction["suppressed"] is False and friction["score"] is not None and friction["ci95"], key
+        assert (friction["n"], friction["responses"], friction["top_box_pct"]) == (responses, responses, None), key
+    assert cells[("booking", "phone-booking")]["friction"]["score"] == 60.0  # (12 x 100 + 6 x 66.7 + 6 x 33.3) / 30
+    online = cells[("booking", "online-booking")]
+    assert (online["responses"], online["friction"]["top_box_pct"]) == (20, 0.0)
+    assert not any(key[2] == "friction top box" and key[1] != ("online-booking",) for key in known_counts(sms))
+    assert assert_no_small_differences(sms, whole)
+    text = get_map(client, auth, slug, q.params(), csv_=True).text
+    assert_csv_equals_json(text, sms, slug)
+    assert_csv_has_no_small_counts(text)
+
+
+def test_a_yes_no_measure_does_not_give_away_its_hidden_top_box_by_its_score(app, wide_app, client, auth, outbox,
+                                                                            new_journey):
+    """KNOWN LEAK, in the product: this test fails until the finer narrowing rule closes it.
+
+    The follow-up set's friction is one yes/no question ("Did you get your follow-up appointment
+    when you needed it?"), so each answer scores 100 (no: in the top box) or 0, and the score IS
+    the top-box share. Follow-up visit: 30 answers by SMS, 12 of them "no"; 20 by email, 5 "no".
+    Without a filter friction shows 34.0 of 50 answers, 17 "no". By SMS the answers in the top
+    box differ by 17 - 12 = 5, so the rule hides friction's top-box share, but keeps its score
+    (40.0) and n (30): 40.0 x 30 / 100 = 12, and 17 - 12 = 5 email patients did not get their
+    appointment in time. The rule that hid the whole cell for any difference did not show it."""
+    day = utcnow().date() - timedelta(days=3)
+    slug = new_journey()
+    tokens = small_journey(wide_app, outbox, slug, auth, {("follow-up-visit", day): 30,
+                                                          ("follow-up-visit", day, "email"): 20}, kind="follow_up")
+    late, in_time = {"followup_timely": "no", "followup_satisfaction": "5"}, {"followup_timely": "yes",
+                                                                            "followup_satisfaction": "5"}
+    survey, csrf = wide_app.test_client(), None
+    for token, values in zip(tokens, [late] * 12 + [in_time] * 18 + [late] * 5 + [in_time] * 15):
+        csrf = answer(survey, token, values, csrf)
+    raw = read_raw(app, slug)
+    whole = map_doc(client, auth, slug, one_day(day))
+    assert_map(whole, raw, Query(day, day))
+    visit = cells_of(whole)[("follow-up", "follow-up-visit")]["friction"]
+    assert (visit["score"], visit["top_box_pct"], visit["n"]) == (34.0, 34.0, 50)  # the score is the share
+    whole_top = round(visit["top_box_pct"] * visit["n"] / 100)
+    q = Query(day, day, channel="sms")
+    sms = map_doc(client, auth, slug, q.params())
+    assert_map(sms, raw, q)  # the product does what its rule says ...
+    for key in (("follow-up", "follow-up-visit"), ("follow-up", "")):
+        friction = cells_of(sms)[key]["friction"]
+        assert friction.get("top_box_pct") is None, key
+        if not friction["suppressed"] and friction["n"] is not None:
+            # ... but a yes/no measure's score times its answers is its top box all the same.
+            worked_out = round(friction["score"] * friction["n"] / 100)
+            assert not small(whole_top - worked_out), (
+                f"{key}: friction {friction['score']} of {friction['n']} answers is {worked_out} 'no', "
+                f"so {whole_top} - {worked_out} = {whole_top - worked_out} patients of the other channel")
 
 
 def test_nothing_in_the_json_or_csv_shows_a_count_of_one_to_ten(world, client):

@@ -422,3 +422,23 @@ def test_no_count_of_1_to_10_can_be_worked_out_from_a_stage_and_its_shown_touchp
     for c in cells:
         if not c["suppressed"] and c["sent"] is not None:
             assert not 0 < c["sent"] - c["responses"] < MIN_N
+
+
+def test_a_measure_answered_only_at_its_ends_is_hidden_when_its_top_box_is():
+    """Yes/no answers (0 or 100): score x n is the top box. With 5 of 50 outside it, showing the
+    score would count those 5; one middling answer breaks the link and the score shows again."""
+    ends = [[100.0]] * 45 + [[0.0]] * 5
+    s = Sums()
+    for scores in ends:
+        s.add(Sums.of_response(scores, [v >= TOP for v in scores], [v <= 100 - TOP for v in scores]))
+    assert measure_summary(s, MIN_N) == {"suppressed": True}
+    middling = Sums()
+    for scores in ends + [[50.0]]:
+        middling.add(Sums.of_response(scores, [v >= TOP for v in scores], [v <= 100 - TOP for v in scores]))
+    shown = measure_summary(middling, MIN_N)
+    assert shown["suppressed"] is False and shown["top_box_pct"] is None and shown["n"] == 51
+    # Enough on each side: the share may be shown, and so may the score.
+    balanced = Sums()
+    for scores in [[100.0]] * 30 + [[0.0]] * 20:
+        balanced.add(Sums.of_response(scores, [v >= TOP for v in scores], [v <= 100 - TOP for v in scores]))
+    assert measure_summary(balanced, MIN_N)["top_box_pct"] == 60.0
