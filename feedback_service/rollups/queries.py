@@ -159,15 +159,16 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
 
 
 def _stage_counts_hidden(resp: list[int], measures: list[dict], hidden: list, min_n: int) -> frozenset:
-    """Measures whose counts the stage must not show: else the patients who skipped the measure
-    in a touchpoint whose counts are not shown (its own skip count small, or the cell hidden)
-    could be worked out as the stage's less the shown touchpoints'."""
+    """Measures whose counts the stage must not show: else the patients who skipped the measure,
+    or answered more than one of its questions, in touchpoints whose counts are not shown could
+    be worked out as the stage's less the shown touchpoints'."""
     out = set()
     for m in REPORTED:
-        skipped = [r - tp.get(m, Sums()).responses if m in tp else 0 for r, tp in zip(resp, measures)]
-        unseen = [i for i, h in enumerate(hidden)
-                  if h.cell or m in h.measures or m in h.counts or small(skipped[i], min_n)]
-        if small(sum(skipped[i] for i in unseen), min_n):
+        skipped = [r - tp[m].responses if m in tp else 0 for r, tp in zip(resp, measures)]
+        extra = [tp[m].n - tp[m].responses if m in tp else 0 for tp in measures]
+        unseen = [i for i, h in enumerate(hidden) if h.cell or m in h.measures or m in h.counts
+                  or small(skipped[i], min_n) or small(extra[i], min_n)]
+        if small(sum(skipped[i] for i in unseen), min_n) or small(sum(extra[i] for i in unseen), min_n):
             out.add(m)
     return frozenset(out)
 

@@ -128,9 +128,11 @@ def cell_summary(sent: int, responses: int, measures: dict[str, Sums], min_n: in
 
 
 def skipped_small(responses: int, s: Sums | None, min_n: int) -> bool:
-    """Whether the patients who answered but skipped a measure's questions are 1 to min_n - 1
-    (a measure nobody answered shows no counts anyway)."""
-    return s is not None and small(responses - s.responses, min_n)
+    """Whether a measure's counts would give away 1 to min_n - 1 patients: those who answered but
+    skipped its questions (responses less its responses), or, where it has several questions,
+    those who answered more than one (its answers less its responses). A measure nobody
+    answered shows no counts anyway."""
+    return s is not None and (small(responses - s.responses, min_n) or small(s.n - s.responses, min_n))
 
 
 def complementary_suppression(vectors: list[list[int]], min_n: int, hidden: set[int]) -> set[int]:
