@@ -71,7 +71,7 @@ def raise_alert(invitation, response) -> Alert | None:
     rule = rule_for(invitation.stage)
     if rule is None or not rule.active:
         return None
-    questions = {q["key"]: q for q in invitation.question_set_version.questions}
+    questions = invitation.question_set_version.questions_by_key
     reasons = reasons_for(rule, questions, response.answers)
     if not reasons:
         return None

@@ -2,6 +2,7 @@
 alert functions, render."""
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, url_for
@@ -133,9 +134,10 @@ def trends_page():
 @manager
 def trend_chart(slug: str, stage: str):
     journey, filters, _form, _query = _view(slug)
-    if journey.slug != slug:
+    if journey.slug != slug or journey.stage(stage) is None:
         abort(404)
-    data = trends(journey, filters, _interval(), _min_n())
+    # Only this stage's series: the page asks for one chart per stage.
+    data = trends(journey, replace(filters, stage=stage), _interval(), _min_n())
     found = next((s for s in data["stages"] if s["slug"] == stage), None) or abort(404)
     title = f"{found['name']}: {_interval()}ly satisfaction and friction, {filters.start} to {filters.end}"
     svg = trend_svg(title, _series(found), _markers(found))
@@ -183,8 +185,8 @@ def _alert(alert_id: int) -> Alert:
 
 
 def _alert_page(found: Alert, form: AlertActionForm, status: int = 200):
-    questions = {q["key"]: q for q in found.response.question_set_version.questions}
-    return render_template("dashboard/alert.html", alert=found, questions=questions, form=form,
+    return render_template("dashboard/alert.html", alert=found, form=form,
+                           questions=found.response.question_set_version.questions_by_key,
                            locale=found.response.locale), status
 
 

@@ -22,10 +22,6 @@ THEME_SAMPLE = 1000
 THEMES_SHOWN = 5
 
 
-def _escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 def _reportable(journey: Journey, f: Filters, min_n: int):
     """Touchpoints with at least min_n responses under the filters."""
     counts, _scores = levels(f)
@@ -46,7 +42,7 @@ def search_comments(journey: Journey, f: Filters, min_n: int, text: str = "", pa
     query = select(Comment).where(*cell_filter(Comment, journey, f),
                                   Comment.touchpoint_id.in_(_reportable(journey, f, min_n)))
     if text:
-        query = query.where(Comment.text.ilike(f"%{_escape_like(text)}%", escape="\\"))
+        query = query.where(Comment.text.icontains(text, autoescape=True))  # typed text, not wildcards
     if friction_only:
         query = query.where(friction_filter())
     rows = list(db.session.scalars(query.order_by(Comment.submitted_at.desc(), Comment.id.desc())

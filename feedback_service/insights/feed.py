@@ -106,7 +106,7 @@ def feed(journey: Journey, f: Filters, min_n: int, interval: str | None = None) 
         yield map_with_themes(journey, f, min_n)
         return
     yield {"journey": journey.slug, "name": journey.name, "from": f.start.isoformat(), "to": f.end.isoformat(),
-           "interval": interval, "filters": {k: v for k, v in f.as_query().items() if k not in ("from", "to")},
+           "interval": interval, "filters": f.selection(),
            "min_reporting_n": min_n, "themes": themes_of(journey, f, min_n)}
     for part in periods(f, interval):
         yield journey_map(journey, part, min_n)

@@ -137,6 +137,10 @@ class QuestionSetVersion(db.Model):
     def questions(self) -> list[dict]:
         return self.content["questions"]
 
+    @property
+    def questions_by_key(self) -> dict[str, dict]:
+        return {q["key"]: q for q in self.questions}
+
 
 @event.listens_for(QuestionSetVersion, "before_update")
 def _versions_are_immutable(_mapper, _connection, version: QuestionSetVersion) -> None:

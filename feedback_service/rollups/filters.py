@@ -11,6 +11,8 @@ from ..journeys.models import Journey
 DEFAULT_DAYS = 90
 MAX_DAYS = 3660
 NAMES = ("from", "to", "stage", "touchpoint", "channel", "locale", "source")
+# The filters only the detailed rollups can answer: each keeps a share of a touchpoint's patients.
+DETAILED = ("channel", "locale", "source")
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class Filters:
     @property
     def detailed(self) -> bool:
         """Whether a filter needs the detailed rollups (channel, language, source)."""
-        return bool(self.channel or self.locale or self.source)
+        return any(getattr(self, name) for name in DETAILED)
 
     @property
     def narrowed(self) -> bool:
@@ -40,6 +42,10 @@ class Filters:
     def previous(self) -> "Filters":
         """The same filters over the period of the same length just before."""
         return replace(self, start=self.start - timedelta(days=self.days), end=self.start - timedelta(days=1))
+
+    def selection(self) -> dict[str, str]:
+        """The filters other than the period, as query parameters."""
+        return {k: v for k, v in self.as_query().items() if k not in ("from", "to")}
 
     def as_query(self) -> dict[str, str]:
         """The filters as query parameters (what parse reads back)."""
@@ -90,4 +96,4 @@ def parse_filters(args, journey: Journey, today: date, default_days: int = DEFAU
             errors[name] = "at most 80 characters"
     if errors:
         raise FilterError(errors)
-    return Filters(start=start, end=end, **{k: raw[k] for k in ("stage", "touchpoint", "channel", "locale", "source")})
+    return Filters(start=start, end=end, **{k: raw[k] for k in NAMES[2:]})

@@ -11,10 +11,10 @@ from sqlalchemy import func, select
 
 from ..extensions import db
 from ..journeys.models import Journey, QuestionSetVersion
-from .filters import Filters
+from .filters import DETAILED, Filters
 from .models import DailyCounts, DailyScores, TouchpointDayCounts, TouchpointDayScores
 from .scoring import (NPS, REPORTED, SCALE, Hidden, Sums, cell_summary, complementary_suppression, measure_summary,
-                      sibling_suppression, small)
+                      sibling_suppression, skipped_small, small)
 from .services import SUM_FIELDS
 
 INTERVALS = ("week", "month")
@@ -30,7 +30,7 @@ def cell_filter(model, journey: Journey, f: Filters, *, from_start: bool = True)
     if f.touchpoint:
         conds.append(model.touchpoint_id.in_([tp.id for s in journey.stages for tp in s.touchpoints
                                               if tp.slug == f.touchpoint]))
-    for name in ("channel", "locale", "source"):
+    for name in DETAILED:
         if getattr(f, name):
             conds.append(getattr(model, name) == getattr(f, name))
     return conds
@@ -73,9 +73,6 @@ def _stages(journey: Journey, f: Filters):
             yield stage, tps
 
 
-NARROWING = ("channel", "locale", "source")
-
-
 def _narrowing_hides(wider: tuple, narrower: tuple, min_n: int) -> Hidden:
     """What a cell under a filter must hide because the same cell without that filter differs
     from it by 1 to min_n - 1 patients: the figure that would give the difference away. Responses:
@@ -111,7 +108,7 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
     recompute them) and the same cells without a channel, language or source filter."""
     whole = replace(f, touchpoint=None)
     sums = touchpoint_sums(journey, whole)
-    wider = [touchpoint_sums(journey, replace(whole, **{name: None})) for name in NARROWING if getattr(f, name)]
+    wider = [touchpoint_sums(journey, replace(whole, **{name: None})) for name in DETAILED if getattr(f, name)]
 
     def cell(sums_, tp_id):
         counts, measures = sums_
@@ -134,8 +131,9 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
         shown = [i for i, tp in enumerate(tps) if not f.touchpoint or tp.slug == f.touchpoint]
         if not shown:
             continue
-        touchpoints = [{"slug": tps[i].slug, "name": tps[i].name, "kind": tps[i].kind,
-                        **cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])} for i in shown]
+        summaries = [cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i]) for i in range(len(tps))]
+        touchpoints = [{"slug": tps[i].slug, "name": tps[i].name, "kind": tps[i].kind, **summaries[i]}
+                       for i in shown]
         if f.touchpoint:
             # The stage narrowed to one touchpoint is that touchpoint's cell.
             stage_cell = {k: v for k, v in touchpoints[0].items() if k not in ("slug", "name", "kind")}
@@ -148,8 +146,7 @@ def cells(journey: Journey, f: Filters, min_n: int) -> list[dict]:
             # A touchpoint showing its cell but not a measure: the stage does not show the measure
             # either, or the touchpoint's would be the stage's less its siblings'.
             dark = frozenset(m for i in range(len(tps)) for m in REPORTED if not hidden[i].cell
-                             and cell_summary(sent[i], resp[i], measures[i], min_n, hidden[i])[m]["suppressed"]
-                             and m in measures[i])
+                             and summaries[i][m]["suppressed"] and m in measures[i])
             stage_hidden = _union([own, *forced, Hidden(measures=dark,
                                                         counts=_stage_counts_hidden(resp, measures, hidden, min_n))])
             stage_cell = cell_summary(stage_sent, stage_resp, stage_measures, min_n, stage_hidden)
@@ -167,7 +164,7 @@ def _stage_counts_hidden(resp: list[int], measures: list[dict], hidden: list, mi
         skipped = [r - tp[m].responses if m in tp else 0 for r, tp in zip(resp, measures)]
         extra = [tp[m].n - tp[m].responses if m in tp else 0 for tp in measures]
         unseen = [i for i, h in enumerate(hidden) if h.cell or m in h.measures or m in h.counts
-                  or small(skipped[i], min_n) or small(extra[i], min_n)]
+                  or skipped_small(resp[i], measures[i].get(m), min_n)]
         if small(sum(skipped[i] for i in unseen), min_n) or small(sum(extra[i] for i in unseen), min_n):
             out.add(m)
     return frozenset(out)
@@ -187,15 +184,15 @@ def _change(now: dict, before: dict) -> dict:
 def journey_map(journey: Journey, f: Filters, min_n: int) -> dict:
     """The journey map for a period, each stage and touchpoint with its change against the
     period of the same length just before."""
-    stages, before = cells(journey, f, min_n), cells(journey, f.previous(), min_n)
+    previous = f.previous()
+    stages, before = cells(journey, f, min_n), cells(journey, previous, min_n)
     for stage, prev in zip(stages, before):
         stage["trend"] = _change(stage, prev)
         for tp, tp_prev in zip(stage["touchpoints"], prev["touchpoints"]):
             tp["trend"] = _change(tp, tp_prev)
-    previous = f.previous()
     return {"journey": journey.slug, "name": journey.name, "from": f.start.isoformat(), "to": f.end.isoformat(),
             "previous": {"from": previous.start.isoformat(), "to": previous.end.isoformat()},
-            "filters": {k: v for k, v in f.as_query().items() if k not in ("from", "to")},
+            "filters": f.selection(),
             "min_reporting_n": min_n, "stages": stages}
 
 

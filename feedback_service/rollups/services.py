@@ -88,7 +88,7 @@ def record_answers(invitation, response) -> None:
     """Add one response (flushed, with its answers) to the rollups and its comments to theirs."""
     cell = _cell(invitation)
     _increment("counts", cell, {"sent": 0, "responses": 1})
-    questions = {q["key"]: q for q in invitation.question_set_version.questions}
+    questions = invitation.question_set_version.questions_by_key
     sums = response_sums(questions, response.answers)
     for measure, measure_sums in sums.items():
         _increment("scores", {**cell, "measure": measure}, asdict(measure_sums))
@@ -144,7 +144,7 @@ def _key_of(row) -> tuple:
 def _read_responses(session, counts: dict, progress) -> tuple[dict, list, int]:
     """Every response with its answers, in id order: per cell and measure its Sums, the
     comments, and the count read; each response counted in `counts`."""
-    questions = {v.id: {q["key"]: q for q in v.questions} for v in session.scalars(select(QuestionSetVersion))}
+    questions = {v.id: v.questions_by_key for v in session.scalars(select(QuestionSetVersion))}
     scores: dict[tuple, Sums] = defaultdict(Sums)
     comments: list[dict] = []
     query = (select(*_KEY_COLUMNS, Response.id, Response.submitted_at, Answer.question_key, Answer.value,
