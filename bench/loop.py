@@ -43,7 +43,7 @@ def main() -> None:
                           "FEEDBACK_DISPATCH_BATCH_SIZE": 500, "FEEDBACK_SECRET_KEY": "bench"})
         runner = app.test_cli_runner()
         assert runner.invoke(args=["init"]).exit_code == 0
-        key = runner.invoke(args=["api-key", "create", "bench"]).stdout.splitlines()[0]
+        key = runner.invoke(args=["api-key", "create", "bench", "--scope", "events", "--scope", "scores"]).stdout.splitlines()[0]
         client = app.test_client()
         headers = {"Authorization": f"Bearer {key}"}
         # Discharges 3 days ago at 10:00 UTC: due (48 h) and inside the send window.

@@ -143,8 +143,10 @@ def api_key():
 @click.argument("name")
 @click.option("--source", help="The sending system, for de-duplicating its events (default: NAME). "
                                "Give a rotated key its predecessor's source.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(["events", "scores"]), default=["events"],
+              show_default=True, help="What the key may do: send events in, read scores out (repeat for both).")
 @with_appcontext
-def api_key_create(name, source):
+def api_key_create(name, source, scopes):
     """Create a key named NAME and print it once."""
     from sqlalchemy.exc import IntegrityError
 
@@ -152,12 +154,29 @@ def api_key_create(name, source):
     from .extensions import db
 
     try:
-        _, key = create_api_key(name, source)
+        _, key = create_api_key(name, source, scopes=tuple(scopes))
     except IntegrityError:
         db.session.rollback()
         raise click.ClickException(f"an API key named {name!r} exists already")
     click.echo(key)
     click.echo("Store this key now: only its hash is kept.", err=True)
+
+
+@api_key.command("list")
+@with_appcontext
+def api_key_list():
+    """List the keys: name, source, scopes, created, last used, revoked (never the key)."""
+    from sqlalchemy import select
+
+    from .api.models import ApiKey
+    from .extensions import db
+
+    def when(moment):
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+    click.echo("name\tsource\tscopes\tprefix\tcreated\tlast used\trevoked")
+    for row in db.session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
+        click.echo("\t".join([row.name, row.source, row.scopes, row.prefix, when(row.created_at),
+                              when(row.last_used_at), when(row.revoked_at)]))
 
 
 @api_key.command("revoke")

@@ -71,7 +71,8 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def api_key(app) -> str:
-    result = app.test_cli_runner().invoke(args=["api-key", "create", f"hospital-{uuid.uuid4().hex[:8]}"])
+    result = app.test_cli_runner().invoke(args=["api-key", "create", f"hospital-{uuid.uuid4().hex[:8]}",
+                                                "--scope", "events", "--scope", "scores"])
     assert result.exit_code == 0, result.output
     return result.stdout.strip().splitlines()[0]
 

@@ -26,20 +26,30 @@ def fhir_error(status: int, code: str, message: str, path: str | None = None):
     return response, status
 
 
-def require_api_key(view):
-    @wraps(view)
-    def wrapper(*args, **kwargs):
-        header = request.headers.get("Authorization", "")
-        scheme, _, key = header.partition(" ")
-        api_key = authenticate(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
-        if api_key is None:
-            message = "a valid API key is required: Authorization: Bearer <key>"
-            response, status = fhir_error(401, "login", message) if _is_fhir() else error(401, message)
-            response.headers["WWW-Authenticate"] = 'Bearer realm="feedback-service"'
-            return response, status
-        g.api_key = api_key
-        return view(*args, **kwargs)
-    return wrapper
+def require_api_key(scope: str | None):
+    """A live API key with `scope` ("events" in, "scores" out; None: any live key)."""
+    def decorator(view):
+        @wraps(view)
+        def wrapper(*args, **kwargs):
+            header = request.headers.get("Authorization", "")
+            scheme, _, key = header.partition(" ")
+            api_key = authenticate(key.strip()) if scheme.lower() == "bearer" and key.strip() else None
+            if api_key is None:
+                return _refused(401, "login", "a valid API key is required: Authorization: Bearer <key>",
+                                'Bearer realm="feedback-service"')
+            if scope is not None and not api_key.allows(scope):
+                return _refused(403, "forbidden", f"this API key lacks the {scope!r} scope",
+                                f'Bearer realm="feedback-service", error="insufficient_scope", scope="{scope}"')
+            g.api_key = api_key
+            return view(*args, **kwargs)
+        return wrapper
+    return decorator
+
+
+def _refused(status: int, fhir_code: str, message: str, challenge: str):
+    response, status = fhir_error(status, fhir_code, message) if _is_fhir() else error(status, message)
+    response.headers["WWW-Authenticate"] = challenge
+    return response, status
 
 
 def _is_fhir() -> bool:

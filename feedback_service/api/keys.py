@@ -12,18 +12,25 @@ from ..staff.services import record
 from .models import ApiKey
 
 KEY_PREFIX = "fbk_"
+# "events": post events and hospital messages in; "scores": read journeys, scores and the map out.
+SCOPES = ("events", "scores")
 
 
-def create_api_key(name: str, source: str | None = None, actor=None) -> tuple[ApiKey, str]:
-    """Store a new key under `name` for a source system (default: the name), audited as the staff
-    member `actor` (None: the command line); committed. Returns (row, the key itself, which is
-    never stored)."""
+def create_api_key(name: str, source: str | None = None, actor=None,
+                   scopes: tuple[str, ...] = ("events",)) -> tuple[ApiKey, str]:
+    """Store a new key under `name` for a source system (default: the name) with the given scopes,
+    audited as the staff member `actor` (None: the command line); committed. Returns (row, the key
+    itself, which is never stored)."""
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey(name=name, source=source or name, key_hash=hash_secret(key), prefix=key[:8])
+    row = ApiKey(name=name, source=source or name, key_hash=hash_secret(key), prefix=key[:8],
+                 scopes=" ".join(s for s in SCOPES if s in scopes))
     db.session.add(row)
     db.session.flush()
     record(actor, "api_key.create", f"api_key:{row.name}", None,
-           {"name": row.name, "source": row.source, "prefix": row.prefix})
+           {"name": row.name, "source": row.source, "prefix": row.prefix, "scopes": row.scopes})
     db.session.commit()
     return row, key
 

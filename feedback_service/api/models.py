@@ -16,6 +16,12 @@ class ApiKey(db.Model):
     source: Mapped[str] = mapped_column(db.String(80))
     key_hash: Mapped[str] = mapped_column(db.String(64), unique=True)
     prefix: Mapped[str] = mapped_column(db.String(12))  # to recognise a key in lists
+    # What the key may do, space-separated (OAuth style): "events" (send events in), "scores" (read
+    # scores and the map out). A hospital feed gets the first, a reporting tool the second.
+    scopes: Mapped[str] = mapped_column(db.String(40), default="events")
     created_at = mapped_column(UTCDateTime, default=utcnow, nullable=False)
     last_used_at = mapped_column(UTCDateTime, nullable=True)
     revoked_at = mapped_column(UTCDateTime, nullable=True)
+
+    def allows(self, scope: str) -> bool:
+        return scope in self.scopes.split()

@@ -61,8 +61,40 @@ _recorded = {
         "invitations": {"type": "array", "items": {"$ref": "#/components/schemas/Invitation"}},
         "reason": {"type": ["string", "null"], "description": "why no survey will be sent, if none will"},
     },
+    "required": ["id", "external_id", "duplicate", "journey", "type", "invitations", "reason"],
 }
-_auth = {"401": {"description": "missing or wrong API key", "content": {"application/json": {"schema": _error}}}}
+_recorded_answer = {"application/json": {"schema": {"oneOf": [
+    {"$ref": "#/components/schemas/RecordedEvent"},
+    {"type": "object", "properties": {"events": {"type": "array", "items": {
+        "$ref": "#/components/schemas/RecordedEvent"}}}, "required": ["events"]}]}}}
+_auth = {"401": {"description": "missing or wrong API key", "content": {"application/json": {"schema": _error}}},
+         "403": {"description": "the API key lacks the scope this operation needs",
+                 "content": {"application/json": {"schema": _error}}}}
+_too_large = {"413": {"description": "body over 8 MB", "content": {"application/json": {"schema": _error}}}}
+_outcome = {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
+# The FHIR endpoint answers its errors, refused keys included, as OperationOutcomes.
+_fhir_errors = {
+    "400": {"description": "not JSON, or not a FHIR resource (OperationOutcome)", "content": _outcome},
+    "401": {"description": "missing or wrong API key (OperationOutcome)", "content": _outcome},
+    "403": {"description": "the API key lacks the events scope (OperationOutcome)", "content": _outcome},
+    "413": {"description": "body over 8 MB (OperationOutcome)", "content": _outcome},
+    "415": {"description": "not FHIR JSON (OperationOutcome)", "content": _outcome},
+    "422": {"description": "invalid resource, or a transaction with an invalid entry (OperationOutcome)",
+            "content": _outcome},
+}
+_er7 = {"x-application/hl7-v2+er7": {"schema": {"type": "string"}}}
+_fhir_in = {
+    "type": "object",
+    "description": "a FHIR R4 resource (validated with the R4B models of fhir.resources)",
+    "properties": {
+        "resourceType": {"type": "string", "enum": ["Appointment", "Encounter", "Patient", "Bundle"]},
+        "type": {"type": "string", "description": "Bundle.type",
+                 "enum": ["transaction", "batch", "collection", "subscription-notification", "history", "searchset"]},
+        "entry": {"type": "array", "items": {"type": "object", "properties": {
+            "fullUrl": {"type": "string"}, "resource": {"type": "object"}}}},
+    },
+    "required": ["resourceType"],
+}
 
 OPENAPI = {
     "openapi": "3.1.0",
@@ -76,6 +108,14 @@ OPENAPI = {
                 "errors": {"type": "object", "additionalProperties": {"type": "string"},
                            "description": "message per bad field, keyed by its path"}},
                 "required": ["error"]},
+            "OperationOutcome": {"type": "object", "properties": {
+                "resourceType": {"const": "OperationOutcome"},
+                "issue": {"type": "array", "minItems": 1, "items": {"type": "object", "properties": {
+                    "severity": {"type": "string", "enum": ["fatal", "error", "warning", "information"]},
+                    "code": {"type": "string"}, "diagnostics": {"type": "string"},
+                    "expression": {"type": "array", "items": {"type": "string"}}},
+                    "required": ["severity", "code"]}}},
+                "required": ["resourceType", "issue"]},
             "Invitation": _invitation,
             "RecordedEvent": _recorded,
             "Measure": {"type": "object", "properties": {
@@ -88,6 +128,11 @@ OPENAPI = {
     },
     "security": [{"bearer": []}],
     "paths": {
+        "/api/v1/openapi.json": {"get": {
+            "summary": "This document", "security": [],
+            "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {
+                "type": "object", "required": ["openapi", "paths"]}}}}},
+        }},
         "/api/v1/events": {"post": {
             "summary": "Record journey events; each may schedule a survey invitation",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
@@ -95,12 +140,9 @@ OPENAPI = {
                 {"type": "array", "items": {"$ref": "#/components/schemas/EventIn"}, "minItems": 1,
                  "maxItems": MAX_BATCH}]}}}},
             "responses": {
-                "202": {"description": "stored (a list answers {events: [...]})", "content": {"application/json": {
-                    "schema": {"oneOf": [{"$ref": "#/components/schemas/RecordedEvent"}, {
-                        "type": "object", "properties": {"events": {"type": "array", "items": {
-                            "$ref": "#/components/schemas/RecordedEvent"}}}}]}}}},
-                "200": {"description": "every event was a duplicate; nothing changed"},
-                "413": {"description": "body over 8 MB", "content": {"application/json": {"schema": _error}}},
+                "202": {"description": "stored (a list answers {events: [...]})", "content": _recorded_answer},
+                "200": {"description": "every event was a duplicate; nothing changed", "content": _recorded_answer},
+                **_too_large,
                 "422": {"description": "invalid or not JSON; nothing stored",
                         "content": {"application/json": {"schema": _error}}},
                 **_auth,
@@ -109,32 +151,37 @@ OPENAPI = {
         "/api/v1/fhir": {"post": {
             "summary": "FHIR R4 in: an Appointment, Encounter or Patient, or a transaction, batch, collection "
                        "or subscription-notification Bundle of them",
-            "requestBody": {"required": True, "content": {"application/fhir+json": {"schema": {"type": "object"}}}},
+            "requestBody": {"required": True, "content": {"application/fhir+json": {"schema": _fhir_in}}},
             "responses": {
                 "200": {"description": "a batch- or transaction-response Bundle (one entry per entry), or an "
                                        "OperationOutcome for a single resource that made no new event",
-                        "content": {"application/fhir+json": {"schema": {"type": "object"}}}},
-                "201": {"description": "a single resource made an event (OperationOutcome)"},
-                "400": {"description": "not JSON, or not a FHIR resource (OperationOutcome)"},
-                "415": {"description": "not FHIR JSON (OperationOutcome)"},
-                "422": {"description": "invalid resource, or a transaction with an invalid entry (OperationOutcome)"},
-                **_auth,
+                        "content": {"application/fhir+json": {"schema": {"type": "object", "properties": {
+                            "resourceType": {"enum": ["Bundle", "OperationOutcome"]}}, "required": ["resourceType"]}}}},
+                "201": {"description": "a single resource made an event (OperationOutcome)", "content": _outcome},
+                **_fhir_errors,
             },
         }},
         "/api/v1/hl7v2": {"post": {
             "summary": "HL7 v2 in: one ER7 message (SIU^S12, SIU^S15, ADT^A03, ADT^A08, ADT^A13; others are "
                        "acknowledged and ignored)",
-            "requestBody": {"required": True, "content": {"x-application/hl7-v2+er7": {"schema": {"type": "string"}}}},
+            "requestBody": {"required": True, "content": _er7},
             "responses": {
-                "200": {"description": "the ACK, MSA|AA: stored",
-                        "content": {"x-application/hl7-v2+er7": {"schema": {"type": "string"}}}},
-                "400": {"description": "the ACK, MSA|AE or MSA|AR, with the reason in MSA-3 and ERR-8"},
-                **_auth,
+                "200": {"description": "the ACK, MSA|AA: stored", "content": _er7},
+                "400": {"description": "the ACK, MSA|AE or MSA|AR, with the reason in MSA-3 and ERR-8", "content": _er7},
+                **_too_large, **_auth,
             },
         }},
         "/api/v1/journeys": {"get": {
             "summary": "Journeys with their ordered stages and touchpoints",
-            "responses": {"200": {"description": "journeys"}, **_auth},
+            "responses": {"200": {"description": "journeys", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"journeys": {"type": "array", "items": {
+                    "type": "object", "required": ["slug", "name", "default", "locales", "stages"], "properties": {
+                        "slug": {"type": "string"}, "name": {"type": "string"}, "default": {"type": "boolean"},
+                        "locales": {"type": "array", "items": {"type": "string"}},
+                        "stages": {"type": "array", "items": {"type": "object", "properties": {
+                            "slug": {"type": "string"}, "name": {"type": "string"}, "position": {"type": "integer"},
+                            "touchpoints": {"type": "array", "items": {"type": "object"}}}}}}}}},
+                "required": ["journeys"]}}}}, **_auth},
         }},
         "/api/v1/journeys/{slug}/scores": {"get": {
             "summary": "Per-stage and per-touchpoint scores for journey moments in a period",

@@ -25,7 +25,7 @@ from .openapi import OPENAPI
 
 
 @bp.post("/events")
-@require_api_key
+@require_api_key("events")
 def post_events():
     try:
         # Read as JSON whatever the Content-Type says: `curl -d` sends form encoding by default.
@@ -49,7 +49,7 @@ def post_events():
 
 
 @bp.get("/journeys")
-@require_api_key
+@require_api_key(None)
 def list_journeys():
     journeys = db.session.scalars(select(Journey).order_by(Journey.slug))
     return jsonify({"journeys": [{
@@ -61,7 +61,7 @@ def list_journeys():
 
 
 @bp.get("/journeys/<slug>/scores")
-@require_api_key
+@require_api_key("scores")
 def scores(slug: str):
     journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
     if journey is None:
@@ -98,7 +98,7 @@ def _map_request(slug: str):
 
 
 @bp.get("/journeys/<slug>/map")
-@require_api_key
+@require_api_key("scores")
 def journey_map(slug: str):
     journey, filters, interval = _map_request(slug)
     docs = feed(journey, filters, current_app.config["FEEDBACK_MIN_REPORTING_N"], interval)
@@ -106,7 +106,7 @@ def journey_map(slug: str):
 
 
 @bp.get("/journeys/<slug>/map.csv")
-@require_api_key
+@require_api_key("scores")
 def journey_map_csv(slug: str):
     journey, filters, interval = _map_request(slug)
     docs = feed(journey, filters, current_app.config["FEEDBACK_MIN_REPORTING_N"], interval)
@@ -116,7 +116,7 @@ def journey_map_csv(slug: str):
 
 
 @bp.get("/journeys/<slug>/trends")
-@require_api_key
+@require_api_key("scores")
 def journey_trends(slug: str):
     journey, filters, interval = _map_request(slug)
     return jsonify(trends(journey, filters, interval or "week", current_app.config["FEEDBACK_MIN_REPORTING_N"]))
@@ -128,7 +128,7 @@ def openapi():
 
 
 @bp.post("/fhir")
-@require_api_key
+@require_api_key("events")
 def post_fhir():
     if request.mimetype not in ("application/fhir+json", "application/json", "application/json+fhir"):
         return fhir_error(415, "not-supported", "send FHIR JSON: Content-Type: application/fhir+json")
@@ -153,7 +153,7 @@ def post_fhir():
 
 
 @bp.post("/hl7v2")
-@require_api_key
+@require_api_key("events")
 def post_hl7v2():
     ack = receive_hl7(hl7v2.decode(request.get_data()), g.api_key.source, current_app.extensions["feedback_intake"])
     # HL7 over HTTP: the ACK is the answer; an AE or AR (the sender's mistake) is also a 400.

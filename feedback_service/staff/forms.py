@@ -46,6 +46,19 @@ class EditUserForm(FlaskForm):
 class NewApiKeyForm(FlaskForm):
     name = StringField("Name", validators=[DataRequired(), Length(max=80)])
     source = StringField("Source system (default: the name)", validators=[Optional(), Length(max=80)])
+    scope_events = BooleanField("May send events in", default=True)
+    scope_scores = BooleanField("May read scores and the journey map out")
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        if not (self.scope_events.data or self.scope_scores.data):
+            self.scope_events.errors = [*self.scope_events.errors, "choose at least one"]
+            return False
+        return valid
+
+    @property
+    def scopes(self) -> tuple[str, ...]:
+        return tuple(s for s, on in (("events", self.scope_events.data), ("scores", self.scope_scores.data)) if on)
 
 
 class ConfirmForm(FlaskForm):

@@ -122,7 +122,8 @@ def api_keys():
     if form.validate_on_submit():
         try:
             _, new_key = api_keys_service.create_api_key(
-                form.name.data.strip(), (form.source.data or "").strip() or None, actor=current_user)
+                form.name.data.strip(), (form.source.data or "").strip() or None, actor=current_user,
+                scopes=form.scopes)
         except IntegrityError:
             db.session.rollback()
             form.name.errors.append("a key with this name exists")

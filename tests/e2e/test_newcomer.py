@@ -131,7 +131,7 @@ def test_demo_seeds_reportable_scores_and_is_idempotent(settings, tmp_path):
         assert first.exit_code == 0, first.output
         summary = json.loads(first.stdout.strip().splitlines()[-1])
         assert summary["events_recorded"] > 300 and summary["responses"] > 100
-        key = runner.invoke(args=["api-key", "create", "demo-reader"]).stdout.splitlines()[0]
+        key = runner.invoke(args=["api-key", "create", "demo-reader", "--scope", "scores"]).stdout.splitlines()[0]
         stages = app.test_client().get("/api/v1/journeys/orthopedic-surgery/scores",
                                        headers={"Authorization": f"Bearer {key}"}).get_json()["stages"]
         shown = [s for s in stages if not s["suppressed"]]

@@ -57,7 +57,8 @@ def load_journey(app, folder: Path) -> str:
 
 def create_key(app, source: str) -> dict:
     """An API key of a source of its own, created through the CLI; the Authorization header."""
-    result = app.test_cli_runner().invoke(args=["api-key", "create", uid("feed-key"), "--source", source])
+    result = app.test_cli_runner().invoke(args=["api-key", "create", uid("feed-key"), "--source", source,
+                                                "--scope", "events", "--scope", "scores"])
     assert result.exit_code == 0, result.output
     return {"Authorization": f"Bearer {result.stdout.strip().splitlines()[0]}"}
 

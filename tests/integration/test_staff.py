@@ -646,7 +646,7 @@ def test_editing_an_account_that_does_not_exist_is_404(staff):
 def test_an_api_key_is_shown_once_then_only_by_prefix_and_stops_working_when_revoked(app, staff, client):
     admin = staff("admin")
     name = uid("hospital")
-    created = post_form(admin, "/admin/api-keys", {"name": name, "source": ""})
+    created = post_form(admin, "/admin/api-keys", {"name": name, "source": "", "scope_events": "y"})
     assert created.status_code == 200
     key = re.search(r'<code class="key">([^<]+)</code>', created.text).group(1)
     assert key.startswith("fbk_") and len(key) > 30
@@ -674,8 +674,8 @@ def test_an_api_key_is_shown_once_then_only_by_prefix_and_stops_working_when_rev
 def test_a_second_api_key_with_the_same_name_is_refused(app, staff):
     admin = staff("admin")
     name = uid("hospital")
-    assert post_form(admin, "/admin/api-keys", {"name": name}).status_code == 200
-    again = post_form(admin, "/admin/api-keys", {"name": name, "source": "other"})
+    assert post_form(admin, "/admin/api-keys", {"name": name, "scope_events": "y"}).status_code == 200
+    again = post_form(admin, "/admin/api-keys", {"name": name, "source": "other", "scope_events": "y"})
     assert again.status_code == 422
     assert field_errors(again.text) == ["a key with this name exists"]
     assert 'class="key"' not in again.text
@@ -761,7 +761,7 @@ def test_the_audit_log_records_each_account_change_with_who_what_before_and_afte
 def test_the_audit_log_records_api_key_changes_without_the_key(app, staff):
     admin = staff("admin")
     name = uid("hospital")
-    created = post_form(admin, "/admin/api-keys", {"name": name, "source": "ward-feed"})
+    created = post_form(admin, "/admin/api-keys", {"name": name, "source": "ward-feed", "scope_events": "y"})
     key = re.search(r'<code class="key">([^<]+)</code>', created.text).group(1)
     with app.app_context():
         key_id = db.session.scalar(select(ApiKey.id).where(ApiKey.name == name))
@@ -771,7 +771,7 @@ def test_the_audit_log_records_api_key_changes_without_the_key(app, staff):
     assert [(r["actor"], r["action"], r["target"], r["before"], r["after"]) for r in rows] == [
         (admin.email, "api_key.revoke", f"api_key:{name}", {"revoked": False}, {"revoked": True}),
         (admin.email, "api_key.create", f"api_key:{name}", None,
-         {"name": name, "source": "ward-feed", "prefix": key[:8]}),
+         {"name": name, "source": "ward-feed", "prefix": key[:8], "scopes": "events"}),
     ]
     assert key not in html
     assert all(key not in json.dumps([e.before, e.after]) for e in audit_rows(app, target=f"api_key:{name}"))
