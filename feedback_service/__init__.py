@@ -7,14 +7,18 @@ import secrets
 import threading
 from pathlib import Path
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, render_template, request
 from sqlalchemy import event, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from .config import PROJECT_ROOT, load_provider_settings, load_settings, project_path
 from .extensions import csrf, db, migrate
 
 MIGRATIONS_DIR = str(Path(__file__).parent / "migrations")
+log = logging.getLogger(__name__)
+# Seconds a client is asked to wait when the database is unavailable.
+RETRY_AFTER_SECONDS = 5
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -29,7 +33,8 @@ def create_app(test_config: dict | None = None) -> Flask:
 
     database_url = app.config["FEEDBACK_DATABASE_URL"] or f"sqlite:///{Path(app.instance_path) / 'feedback.db'}"
     app.config["SQLALCHEMY_DATABASE_URI"] = _sqlalchemy_url(database_url)
-    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"])
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
+                                                              app.config["FEEDBACK_DATABASE_CONNECT_TIMEOUT_SECONDS"])
     app.config["SECRET_KEY"] = app.config.get("FEEDBACK_SECRET_KEY") or _instance_secret(app.instance_path)
     app.config["SESSION_COOKIE_HTTPONLY"] = True
     app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
@@ -89,9 +94,33 @@ def create_app(test_config: dict | None = None) -> Flask:
         # API clients always get JSON, also for routing errors (404, 405) and oversized bodies.
         return http_error(exc) if request.path.startswith("/api/") else exc
 
+    @app.errorhandler(OperationalError)
+    @app.errorhandler(InterfaceError)
+    def _database_unavailable(exc):
+        # The database is restarting, unreachable or (SQLite) locked for too long: fail fast with
+        # 503 and Retry-After instead of a 500, and let the pool reconnect on the next request
+        # (pre-ping). Nothing was committed, so a client that retries loses nothing.
+        log.warning("database unavailable: %s", type(getattr(exc, "orig", exc)).__name__)
+        try:
+            db.session.rollback()
+        except Exception:  # the connection is gone; the session is discarded at teardown
+            pass
+        return database_unavailable()
+
     from .cli import register_cli
     register_cli(app)
     return app
+
+
+def database_unavailable():
+    """503 for any request while the database is away: JSON for the API, a short page for people."""
+    from .api import error
+    from .responses.texts import TEXTS, texts_for
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    if request.path.startswith("/api/") or request.path == "/healthz":
+        return *error(503, "the database is unavailable; retry shortly, nothing was stored"), headers
+    locale = request.accept_languages.best_match(list(TEXTS)) or "en"
+    return render_template("survey/busy.html", t=texts_for(locale), locale=locale), 503, headers
 
 
 def _sqlalchemy_url(url: str) -> str:
@@ -128,12 +157,14 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def _engine_options(url: str) -> dict:
+def _engine_options(url: str, connect_timeout: int) -> dict:
     # Error messages must not quote bound values: they are patient identifiers and contacts.
     if url.startswith("sqlite"):
         # Wait for a writer instead of failing at once when web and worker write together.
         return {"connect_args": {"timeout": 30}, "hide_parameters": True}
-    return {"pool_pre_ping": True, "hide_parameters": True}
+    # Pre-ping replaces connections a database restart killed; the connect timeout keeps requests
+    # from hanging on a database that does not answer, so they fail fast with 503.
+    return {"pool_pre_ping": True, "hide_parameters": True, "connect_args": {"connect_timeout": connect_timeout}}
 
 
 def _import_models() -> None:

@@ -225,6 +225,13 @@ def fakes():
     sendgrid.close()
 
 
+@pytest.fixture(autouse=True)
+def _providers_in_good_health():
+    """A circuit opened by one test's failing provider must not hold back the next test's sends."""
+    from feedback_service.channels.breaker import reset_breakers
+    reset_breakers()
+
+
 @pytest.fixture
 def fake_twilio(fakes):
     fakes[0].reset()

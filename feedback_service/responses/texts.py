@@ -16,6 +16,9 @@ TEXTS = {
         "unavailable_title": "This survey link is no longer available",
         "unavailable_body": "It may have been used already, or it may have expired. Thank you for taking "
                             "the time: there is nothing else you need to do.",
+        "busy_title": "Please try again in a minute",
+        "busy_body": "We cannot open this page right now. Nothing you entered has been lost: please go back "
+                     "and try again in a minute.",
         "stop_link": "I don't want to receive surveys",
         "stop_title": "Stop receiving surveys?",
         "stop_body": "We will not send you any more feedback surveys on this channel.",
@@ -40,6 +43,9 @@ TEXTS = {
         "unavailable_title": "Este enlace de encuesta ya no está disponible",
         "unavailable_body": "Es posible que ya se haya usado o que haya vencido. Gracias por su tiempo: no "
                             "necesita hacer nada más.",
+        "busy_title": "Inténtelo de nuevo en un minuto",
+        "busy_body": "No podemos abrir esta página en este momento. No se ha perdido nada de lo que escribió: "
+                     "vuelva atrás e inténtelo de nuevo en un minuto.",
         "stop_link": "No quiero recibir encuestas",
         "stop_title": "¿Dejar de recibir encuestas?",
         "stop_body": "No le enviaremos más encuestas de opinión por este medio.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,9 +23,11 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import exists, func, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import selectinload
 
 from ..channels.base import MEDIA, Channel, Delivery, Message, SendError, UncertainSendError, rate_units
+from ..channels.breaker import breaker_for, sends_allowed
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
 from ..config import public_url
@@ -99,6 +102,14 @@ class _Stream:
     pending: deque = field(default_factory=deque)  # (invitation, token, batch clock)
     busy: int = 0
     more: bool = True
+    allowed: int = 0  # sends in flight at once: the concurrency, fewer while the provider is down
+
+
+def _give_back(report: DispatchReport, stream: _Stream) -> None:
+    """Return a stream's claims not yet handed over to the queue, as they were."""
+    while stream.pending:
+        invitation, token, _ = stream.pending.popleft()
+        _record(report, invitation, hash_secret(token), "released", _GIVEN_BACK)
 
 
 def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 100, max_attempts: int = 5,
@@ -141,20 +152,32 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                 for stream in streams:
                     if stop is not None and stop.is_set():
                         stream.more = False
-                        while stream.pending:
-                            invitation, token, _ = stream.pending.popleft()
-                            _record(report, invitation, hash_secret(token), "released", _GIVEN_BACK)
+                        _give_back(report, stream)
+                    channel = _channel(channels, stream.medium)
+                    stream.allowed = sends_allowed(breaker_for(channel), concurrency)
+                    if not stream.allowed:
+                        stream.more = False  # the provider is down: leave its rows in the queue
                     if not stream.pending and stream.more:
                         batch_now = fixed_now or utcnow()
-                        limit = _claim_limit(batch_size, _channel(channels, stream.medium))
-                        claimed = claim_due(batch_now, worker, limit, stream.medium)
+                        limit = _claim_limit(batch_size, channel)
+                        try:
+                            claimed = claim_due(batch_now, worker, limit, stream.medium)
+                            rows = _load(claimed)
+                        except (OperationalError, InterfaceError):
+                            # The database went away: claim no more this run, but see the sends
+                            # under way through, so their outcomes are written once it is back.
+                            db.session.rollback()
+                            log.warning("dispatch: database unavailable; no more claims this run")
+                            stream.more = False
+                            continue
                         report.claimed += len(claimed)
-                        rows = _load(claimed)
                         stream.pending.extend((rows[i], token, batch_now) for i, token in claimed.items())
                         stream.more = until_idle and len(claimed) == limit
-                ready = next((st for st in streams if st.pending and st.busy < concurrency), None)
+                ready = next((st for st in streams if st.pending and st.busy < st.allowed), None)
                 if ready is None:
                     if not in_flight:
+                        for stream in streams:  # only a medium whose provider is down has any left
+                            _give_back(report, stream)
                         break
                     collect()
                     continue
@@ -173,7 +196,8 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                     _record(report, invitation, claim, *prepared)
                     continue
                 ready.busy += 1
-                in_flight[ready.pool.submit(_send, engine, claim, channel, prepared, stop)] = (ready, invitation, claim)
+                in_flight[ready.pool.submit(_send, engine, claim, channel, breaker_for(channel), prepared, stop)] = (
+                    ready, invitation, claim)
         finally:
             session.expire_on_commit = expire_on_commit
             session.expire_all()  # the next user of this session must not see this run's snapshot
@@ -213,13 +237,14 @@ class SendResult:
     doubt: str | None = None
 
 
-def _send(engine, claim: str, channel: Channel, message: Message, stop: threading.Event | None) -> SendResult:
+def _send(engine, claim: str, channel: Channel, breaker, message: Message,
+          stop: threading.Event | None) -> SendResult:
     """In a sending thread: wait for the provider's pace, record that the message is being handed
     over (so a crash from here on leaves it in doubt, never resent), then hand it over. The
     hand-over is refused if the claim is no longer ours, or if the patient withdrew consent or
-    the address opted out meanwhile."""
+    the address opted out meanwhile. Nothing is handed over while the provider's circuit is open."""
     channel.pacer.wait(rate_units(message))
-    if stop is not None and stop.is_set():
+    if (stop is not None and stop.is_set()) or breaker.opened:
         return SendResult(utcnow(), started=False, released=True)
     table, opt_outs, patients = Invitation.__table__, OptOut.__table__, Patient.__table__
     consent = patients.c.consent_sms if message.medium == "sms" else patients.c.consent_email
@@ -240,7 +265,8 @@ def _send(engine, claim: str, channel: Channel, message: Message, stop: threadin
     if not started:
         return SendResult(utcnow(), started=False)
     try:
-        return SendResult(utcnow(), delivery=channel.send(message))
+        with breaker:
+            return SendResult(utcnow(), delivery=channel.send(message))
     except SendError as exc:
         return SendResult(utcnow(), error=exc)
     except UncertainSendError as exc:
@@ -295,15 +321,32 @@ def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> t
     return _failed(error, exc.code)
 
 
+# Seconds between tries to write an outcome while the database is away (a restart): about half a
+# minute in all, since an outcome lost here turns a message that went out into one in doubt.
+_DATABASE_RETRIES = (0.5, 1, 2, 4, 8, 15)
+
+
 def _record(report: DispatchReport, invitation: Invitation, claim: str, outcome: str, values: dict) -> None:
-    try:
-        report.add(outcome if _finish(invitation, claim, outcome, values) else "lost")
-    except Exception:
-        # One outcome that cannot be written (the database went away) must not abandon the
-        # others: this row stays "sending" and is settled by the recovery job after its lease.
-        db.session.rollback()
-        log.exception("invitation %s: could not record %s", invitation.id, outcome)
-        report.add("unrecorded")
+    for pause in (*_DATABASE_RETRIES, None):
+        try:
+            # Safe to repeat: a commit that did land before the connection broke changed the
+            # row, so the guarded UPDATE no longer applies and nothing is counted twice.
+            report.add(outcome if _finish(invitation, claim, outcome, values) else "lost")
+            return
+        except (OperationalError, InterfaceError):
+            db.session.rollback()
+            if pause is None:
+                break
+            log.warning("invitation %s: database unavailable, recording %s again in %ss", invitation.id,
+                        outcome, pause)
+            time.sleep(pause)
+        except Exception:
+            db.session.rollback()
+            log.exception("invitation %s: could not record %s", invitation.id, outcome)
+            break
+    # One outcome that cannot be written must not abandon the others: this row stays "sending"
+    # and is settled by the recovery job after its lease.
+    report.add("unrecorded")
 
 
 _RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None,

@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import selectinload
 
 from ..channels.base import Channel, Message, SendError, UncertainSendError, rate_units
+from ..channels.breaker import breaker_for
 from ..channels.messages import invitation_message
 from ..channels.registry import channel_for
 from ..events.models import Event
@@ -111,6 +112,9 @@ def _remind(invitation: Invitation, rule: TriggerRule, policy: SendPolicy, now,
         log.exception("invitation %s: could not compose the reminder", invitation.id)
         return "failed" if _set(invitation, "failed", "could not compose the message") else "lost"
     channel = (channels or {}).get(invitation.channel) or channel_for(invitation.channel)
+    breaker = breaker_for(channel)
+    if breaker.opened:
+        return "deferred"  # the provider is down: the reminder waits for it
     # The provider's pace is waited for before the claim, so a claim is held only while sending.
     channel.pacer.wait(rate_units(message))
     claim = hash_secret(token)
@@ -118,7 +122,7 @@ def _remind(invitation: Invitation, rule: TriggerRule, policy: SendPolicy, now,
                       Invitation.status == "sent", Invitation.reminder_status.is_(None))
     if not claimed:
         return "lost"  # answered or expired meanwhile, or another worker's
-    outcome, reason = _send(channel, message)
+    outcome, reason = _send(channel, breaker, message)
     # A claim the recovery job marked "unknown" (a very slow send) learns what really happened.
     _update(invitation, dict(reminder_status=outcome, reminder_reason=reason),
             Invitation.reminder_token_hash == claim, Invitation.reminder_status.in_(("sending", "unknown")))
@@ -144,9 +148,10 @@ def _check(invitation: Invitation, rule: TriggerRule, policy: SendPolicy, now) -
     return None, slot
 
 
-def _send(channel: Channel, message: Message) -> tuple[str, str | None]:
+def _send(channel: Channel, breaker, message: Message) -> tuple[str, str | None]:
     try:
-        channel.send(message)
+        with breaker:
+            channel.send(message)
         return "sent", None
     except UncertainSendError as exc:
         log.error("invitation %s: reminder outcome unknown, not resent: %s", message.invitation_id, exc)
