@@ -36,9 +36,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = _engine_options(app.config["SQLALCHEMY_DATABASE_URI"],
                                                               app.config["FEEDBACK_DATABASE_CONNECT_TIMEOUT_SECONDS"])
     app.config["SECRET_KEY"] = app.config.get("FEEDBACK_SECRET_KEY") or _instance_secret(app.instance_path)
-    app.config["SESSION_COOKIE_HTTPONLY"] = True
-    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
-    app.config["SESSION_COOKIE_SECURE"] = app.config["FEEDBACK_BASE_URL"].startswith("https://")
     # 1000 events are well under a megabyte; anything far bigger is a mistake or an attack.
     if app.config.get("MAX_CONTENT_LENGTH") is None:
         app.config["MAX_CONTENT_LENGTH"] = 8 * 1024 * 1024
@@ -55,6 +52,8 @@ def create_app(test_config: dict | None = None) -> Flask:
             event.listen(db.engine, "connect", _sqlite_pragmas)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR, render_as_batch=True)
     csrf.init_app(app)
+    from . import protection
+    protection.init_app(app)
     _import_models()
     from .staff.auth import login_manager
     login_manager.init_app(app)
@@ -92,7 +91,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     @app.errorhandler(HTTPException)
     def _http_error(exc):
         # API clients always get JSON, also for routing errors (404, 405) and oversized bodies.
-        return http_error(exc) if request.path.startswith("/api/") else exc
+        if request.path.startswith("/api/"):
+            return http_error(exc)
+        if exc.code == 429:  # too many wrong links or sign-ins from this client
+            return busy_page(429, exc.get_response().headers)
+        return exc
 
     @app.errorhandler(OperationalError)
     @app.errorhandler(InterfaceError)
@@ -115,12 +118,17 @@ def create_app(test_config: dict | None = None) -> Flask:
 def database_unavailable():
     """503 for any request while the database is away: JSON for the API, a short page for people."""
     from .api import error
-    from .responses.texts import TEXTS, texts_for
     headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     if request.path.startswith("/api/") or request.path == "/healthz":
         return *error(503, "the database is unavailable; retry shortly, nothing was stored"), headers
+    return busy_page(503, headers)
+
+
+def busy_page(status: int, headers):
+    """"Please try again in a minute", in the browser's language."""
+    from .responses.texts import TEXTS, texts_for
     locale = request.accept_languages.best_match(list(TEXTS)) or "en"
-    return render_template("survey/busy.html", t=texts_for(locale), locale=locale), 503, headers
+    return render_template("survey/busy.html", t=texts_for(locale), locale=locale), status, headers
 
 
 def _sqlalchemy_url(url: str) -> str:

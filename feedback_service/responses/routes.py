@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from ..protection import token_guessing
 from .forms import build_survey_form
 from .services import (AlreadyAnswered, AnswerError, find_invitation, mark_opened, open_invitation,
                        opt_out_invitation, record_response, stoppable_invitation)
@@ -19,6 +20,7 @@ def _unavailable():
 
 
 @bp.route("/<token>", methods=["GET", "POST"])
+@token_guessing
 def survey(token: str):
     invitation = open_invitation(token)
     if invitation is None:
@@ -45,6 +47,7 @@ def survey(token: str):
 
 
 @bp.route("/<token>/thanks")
+@token_guessing
 def thanks(token: str):
     invitation = find_invitation(token)
     if invitation is None or invitation.status != "answered":
@@ -62,6 +65,7 @@ unsubscribe_bp = Blueprint("unsubscribe", __name__)
 
 
 @unsubscribe_bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
+@token_guessing
 def unsubscribe(token: str):
     """GET asks to confirm (link scanners and previews must not opt anyone out); POST opts out at
     once: the confirm button, or a mail provider's RFC 8058 one-click, which carries no cookie and

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from ..api import keys as api_keys_service
 from ..api.models import ApiKey
 from ..extensions import csrf, db
+from ..protection import sign_in_guessing
 from .auth import mark_signed_in, role_required
 from .forms import ConfirmForm, EditUserForm, LoginForm, NewApiKeyForm, NewUserForm, show_errors
 from .models import StaffUser
@@ -52,6 +53,7 @@ def expired(_exc):
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@sign_in_guessing
 @csrf.exempt  # the form checks its own token, to show the page again with a note
 def login():
     if current_user.is_authenticated:

@@ -16,6 +16,7 @@ from wtforms import SelectChoice
 
 from ..config import public_url
 from ..extensions import db
+from ..protection import framed_by_us
 from ..journeys import editing
 from ..journeys.editing import EditError
 from ..journeys.guidance import guidance
@@ -254,6 +255,7 @@ def preview(qs_id: int):
 
 @bp.route("/question-sets/<int:qs_id>/preview/page", methods=["GET", "POST"])
 @designer
+@framed_by_us
 def preview_page(qs_id: int):
     """The patient's page itself, built from the working copy by the same form and template; a
     submitted preview is checked like a real answer and nothing is stored."""
