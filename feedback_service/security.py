@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import re
 import secrets
@@ -21,6 +22,13 @@ def hash_secret(value: str) -> str:
 
 def looks_like_token(value: str) -> bool:
     return bool(_TOKEN_RE.fullmatch(value))
+
+
+def matches(value: str, stored_hash: str | None) -> bool:
+    """Whether a secret matches its stored hash, compared in constant time. Rows are found by the
+    hash (an index lookup, whose timing can tell only about hashes, which no one can steer without
+    the secret); this last check makes the comparison itself constant-time as well."""
+    return stored_hash is not None and hmac.compare_digest(hash_secret(value), stored_hash)
 
 
 # International numbers (with +) and US-formatted ones; bare digit runs are left alone so

@@ -6,7 +6,7 @@ import secrets
 from sqlalchemy import select
 
 from ..extensions import db
-from ..security import hash_secret
+from ..security import hash_secret, matches
 from ..sqltypes import utcnow
 from ..staff.services import record
 from .models import ApiKey
@@ -50,10 +50,11 @@ def authenticate(key: str) -> ApiKey | None:
     if not key.startswith(KEY_PREFIX):
         return None
     row = db.session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_secret(key), ApiKey.revoked_at.is_(None)))
-    if row is not None:
-        now = utcnow()
-        # Written at most once a minute: every API call should not be a write.
-        if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
-            row.last_used_at = now
-            db.session.commit()
+    if row is None or not matches(key, row.key_hash):
+        return None
+    now = utcnow()
+    # Written at most once a minute: every API call should not be a write.
+    if row.last_used_at is None or (now - row.last_used_at).total_seconds() > 60:
+        row.last_used_at = now
+        db.session.commit()
     return row

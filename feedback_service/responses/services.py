@@ -9,7 +9,7 @@ from ..journeys.questions import MAX_TEXT_ANSWER, score_answer
 from ..patients.services import opt_out
 from ..rollups.services import record_answers, record_sent
 from ..scheduling.models import Invitation
-from ..security import hash_secret, looks_like_token
+from ..security import hash_secret, looks_like_token, matches
 from ..sqltypes import utcnow
 from .models import Answer, Response
 
@@ -30,8 +30,11 @@ def find_invitation(token: str) -> Invitation | None:
         return None
     digest = hash_secret(token)
     # The reminder carries a link of its own; both open the same survey.
-    return db.session.scalar(select(Invitation).where(
+    invitation = db.session.scalar(select(Invitation).where(
         or_(Invitation.token_hash == digest, Invitation.reminder_token_hash == digest)))
+    if invitation is None or not (matches(token, invitation.token_hash) | matches(token, invitation.reminder_token_hash)):
+        return None
+    return invitation
 
 
 # "unknown": a worker died mid-send, so the message may well have reached the patient.
