@@ -192,6 +192,8 @@ def configure_logging(level: str = "INFO") -> None:
     """Log to stderr with contact details masked."""
     from .security import install_log_redaction
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # The Twilio SDK logs every request's parameters (numbers, message bodies) at INFO.
+    # The Twilio SDK logs every request's parameters (numbers, message bodies) at INFO; SendGrid's
+    # HTTP client logs each email and its Authorization header at DEBUG.
     logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
+    logging.getLogger("python_http_client").setLevel(logging.WARNING)
     install_log_redaction()

@@ -62,7 +62,10 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_redaction() -> None:
-    root = logging.getLogger()
-    for handler in root.handlers or []:
-        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
-            handler.addFilter(RedactingFilter())
+    """Filter every handler there is: the root's, and those of loggers that do not pass their
+    records up (gunicorn's access and error logs write request paths, survey tokens in them)."""
+    loggers = [logging.getLogger(), *(logging.getLogger(name) for name in logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+                handler.addFilter(RedactingFilter())
