@@ -171,12 +171,12 @@ def api_key_list():
     from .api.models import ApiKey
     from .extensions import db
 
-    def when(moment):
-        return moment.strftime("%Y-%m-%d %H:%M") if moment else "-"
+    def when(moment, missing="-"):
+        return moment.strftime("%Y-%m-%d %H:%M") if moment else missing
     click.echo("name\tsource\tscopes\tprefix\tcreated\tlast used\trevoked")
     for row in db.session.scalars(select(ApiKey).order_by(ApiKey.created_at)):
         click.echo("\t".join([row.name, row.source, row.scopes, row.prefix, when(row.created_at),
-                              when(row.last_used_at), when(row.revoked_at)]))
+                              when(row.last_used_at, "never"), when(row.revoked_at)]))
 
 
 @api_key.command("revoke")

@@ -3,7 +3,6 @@ from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
-from flask_talisman import Talisman
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
 from sqlalchemy.exc import IntegrityError
@@ -23,8 +22,6 @@ csrf = CSRFProtect()
 # Per client address (behind a proxy, see FEEDBACK_PROXY_HOPS); counts live in
 # FEEDBACK_RATELIMIT_STORAGE_URI, per process unless that points at a shared store.
 limiter = Limiter(key_func=get_remote_address)
-# Security headers; its options are the same for every app (protection.init_app sets them).
-talisman = Talisman()
 
 
 def insert_once(row) -> bool:

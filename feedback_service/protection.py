@@ -3,9 +3,10 @@ flags, rate limits on guessing (Flask-Limiter), and the client's address behind 
 from __future__ import annotations
 
 from flask import current_app, request
+from flask_talisman import Talisman
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from .extensions import limiter, talisman
+from .extensions import limiter
 
 # Every page is server-rendered from our own files: no inline script or style, no third party.
 CSP = {
@@ -24,7 +25,8 @@ def init_app(app) -> None:
     https = app.config["FEEDBACK_BASE_URL"].startswith("https://")
     # Secure cookies need https: every real deployment, where FEEDBACK_BASE_URL is https. A plain
     # http demo on a laptop would otherwise never keep a sign-in.
-    talisman.init_app(app, force_https=False, content_security_policy=CSP, frame_options="DENY",
+    # One Talisman per app: it keeps its options (https or not) on itself.
+    Talisman(app, force_https=False, content_security_policy=CSP, frame_options="DENY",
              # Survey links carry their token in the path: no page may pass it on as a Referer.
              referrer_policy="no-referrer", session_cookie_secure=https, session_cookie_http_only=True,
              session_cookie_samesite="Lax", strict_transport_security=https)
@@ -39,9 +41,10 @@ def init_app(app) -> None:
 
     @app.after_request
     def _no_store(response):
-        # Survey pages and staff pages hold health data: no browser or shared cache keeps them.
-        if request.endpoint != "static":
-            response.headers.setdefault("Cache-Control", "no-store")
+        # Survey pages and staff pages hold health data: no browser or shared cache keeps them
+        # (send_file's "no-cache" included). A view that chose a private cache on purpose keeps it.
+        if request.endpoint != "static" and not response.cache_control.private:
+            response.headers["Cache-Control"] = "no-store"
         return response
 
 
@@ -54,7 +57,8 @@ def _sign_in_limit() -> str:
 
 
 # The designer's preview shows the survey page in a frame of our own workspace page.
-framed_by_us = talisman(frame_options="SAMEORIGIN", content_security_policy={**CSP, "frame-ancestors": "'self'"})
+# (Talisman's view decorator only marks the view; whichever app serves it reads the mark.)
+framed_by_us = Talisman()(frame_options="SAMEORIGIN", content_security_policy={**CSP, "frame-ancestors": "'self'"})
 
 # A survey or unsubscribe link that opens nothing (unknown, used, expired, malformed: one 404 page
 # for all) counts against the client; a patient opening their own link never does. All the link

@@ -55,6 +55,14 @@ def thanks(token: str):
     return render_template("survey/thanks.html", t=texts_for(invitation.locale), locale=invitation.locale)
 
 
+@bp.route("/<path:mangled>", methods=["GET", "POST"])
+@token_guessing
+def mangled_link(mangled: str):
+    # A link cut or joined wrongly by a mail client ("/s/<token>/", "/s/<token>%2F..."): the same
+    # page as any link that opens nothing, and counted as one.
+    return _unavailable()
+
+
 @bp.route("/<token>/stop", methods=["GET", "POST"])
 def stop(token: str):
     # Links sent before /unsubscribe existed keep working.
@@ -62,6 +70,12 @@ def stop(token: str):
 
 
 unsubscribe_bp = Blueprint("unsubscribe", __name__)
+
+
+@unsubscribe_bp.route("/unsubscribe/<path:mangled>", methods=["GET", "POST"])
+@token_guessing
+def mangled_unsubscribe(mangled: str):
+    return _unavailable()
 
 
 @unsubscribe_bp.route("/unsubscribe/<token>", methods=["GET", "POST"])
