@@ -5,13 +5,13 @@ from datetime import datetime, timezone
 
 from feedback_service.scheduling.leadership import leadership
 
-from . import alerts, dispatch, expire, intake, recover, remind
+from . import alerts, dispatch, expire, intake, recover, remind, retention
 
 # Intake first: a message stored before a restart may schedule an invitation that is due now.
-JOBS = (intake, recover, dispatch, remind, expire, alerts)
+JOBS = (intake, recover, dispatch, remind, expire, alerts, retention)
 # Sweeps over whole tables run in one worker at a time; the others claim their rows one by one
 # and are shared by every worker.
-LEADER_ONLY = frozenset({intake.NAME, recover.NAME, expire.NAME})
+LEADER_ONLY = frozenset({intake.NAME, recover.NAME, expire.NAME, retention.NAME})
 NOT_LEADER = "another worker leads"
 
 

@@ -52,18 +52,20 @@ def search_comments(journey: Journey, f: Filters, min_n: int, text: str = "", pa
 
 def stage_themes(journey: Journey, f: Filters, min_n: int) -> dict[str, list[themes.Theme]]:
     """Per stage slug, the friction themes of the period's comments under the filters."""
-    newest = db.session.scalar(select(func.max(Comment.id)).where(Comment.journey_id == journey.id))
+    version = tuple(db.session.execute(select(func.count(), func.max(Comment.id))
+                                       .where(Comment.journey_id == journey.id)).one())
     reportable = tuple(sorted(db.session.scalars(_reportable(journey, f, min_n))))
-    return _themes(journey.id, f, min_n, newest, reportable)
+    return _themes(journey.id, f, min_n, version, reportable)
 
 
 @lru_cache(maxsize=256)
-def _themes(journey_id: int, f: Filters, min_n: int, newest: int | None,
+def _themes(journey_id: int, f: Filters, min_n: int, version: tuple,
             reportable: tuple[int, ...]) -> dict[str, list[themes.Theme]]:
-    # Keyed by what the answer depends on, the journey's newest comment and the touchpoints over
-    # the threshold: a new comment or a touchpoint crossing it makes a new key, so nothing stale
-    # is served, while answers without a comment, and repeated reads of the same map (a dashboard
-    # left open, a feed polled), cost nothing.
+    # Keyed by what the answer depends on: the journey's comments (how many, and the newest) and
+    # the touchpoints over the threshold. A new comment, comments purged by the retention job, or
+    # a touchpoint crossing the threshold make a new key, so nothing stale (or purged) is served,
+    # while answers without a comment, and repeated reads of the same map (a dashboard left open,
+    # a feed polled), cost nothing.
     journey = db.session.get(Journey, journey_id)
     slugs = {s.id: s.slug for s in journey.stages}
     where = (*cell_filter(Comment, journey, f), Comment.touchpoint_id.in_(reportable), friction_filter())
