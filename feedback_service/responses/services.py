@@ -32,7 +32,8 @@ def find_invitation(token: str) -> Invitation | None:
     # The reminder carries a link of its own; both open the same survey.
     invitation = db.session.scalar(select(Invitation).where(
         or_(Invitation.token_hash == digest, Invitation.reminder_token_hash == digest)))
-    if invitation is None or not (matches(token, invitation.token_hash) | matches(token, invitation.reminder_token_hash)):
+    if invitation is None or not (matches(token, invitation.token_hash)
+                                  | matches(token, invitation.reminder_token_hash)):
         return None
     return invitation
 

@@ -23,7 +23,6 @@ from feedback_service.alerts.models import Alert
 from feedback_service.alerts.services import save_rule
 from feedback_service.events.models import Event, HospitalMessage
 from feedback_service.extensions import db
-from feedback_service.insights import comments as comment_insights
 from feedback_service.journeys.models import Journey
 from feedback_service.patients.models import Patient
 from feedback_service.responses.models import Answer, InboundMessage, Response
