@@ -61,6 +61,9 @@ class FilterError(ValueError):
         self.errors = errors
 
 
+EARLIEST, LATEST = date(1900, 1, 1), date(9000, 12, 31)
+
+
 def parse_filters(args, journey: Journey, today: date, default_days: int = DEFAULT_DAYS) -> Filters:
     """Filters from a mapping of strings (blank means not given); FilterError names each bad one.
     Without dates, the period is the `default_days` days up to today."""
@@ -72,15 +75,19 @@ def parse_filters(args, journey: Journey, today: date, default_days: int = DEFAU
             bounds[name] = date.fromisoformat(raw[name]) if raw[name] else None
         except ValueError:
             errors[name] = "must be a date, YYYY-MM-DD"
+            continue
+        # Far from the calendar's ends, so that the period before, the default period and the
+        # weeks and months around it are dates too.
+        if bounds[name] is not None and not EARLIEST <= bounds[name] <= LATEST:
+            errors[name] = f"must be between {EARLIEST} and {LATEST}"
+            bounds[name] = None
     end = bounds.get("to") or (today if "to" not in errors else None)
-    start = bounds.get("from") or (end - timedelta(days=default_days - 1) if end else None)
+    start = bounds.get("from") or (end - timedelta(days=default_days - 1) if end and "from" not in errors else None)
     if start and end:
         if start > end:
             errors["from"] = "must not be after 'to'"
         elif (end - start).days >= MAX_DAYS:
             errors["from"] = f"a period is at most {MAX_DAYS} days"
-        elif (start - date.min).days < (end - start).days + 1:
-            errors["from"] = "too early: the period before it must still be a date"
     stage = journey.stage(raw["stage"]) if raw["stage"] else None
     if raw["stage"] and stage is None:
         errors["stage"] = f"journey {journey.slug!r} has no stage {raw['stage']!r}"

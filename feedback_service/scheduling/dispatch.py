@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import exists, func, inspect, select, update
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import selectinload
 
@@ -137,7 +137,14 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
             result = future.result()
             if fixed_now is not None:  # a simulation (the demo, tests) runs on a clock of its own
                 result.at = fixed_now + (result.at - clock)
-            _record(report, invitation, claim, *_outcome(invitation, result, max_attempts))
+            try:
+                outcome = _retrying(lambda: _outcome(invitation, result, max_attempts), _id(invitation))
+            except Exception:
+                db.session.rollback()
+                log.exception("invitation %s: could not judge the outcome", _id(invitation))
+                report.add("unrecorded")  # left "sending": the recovery job settles it after its lease
+                continue
+            _record(report, invitation, claim, *outcome)
 
     # Each outcome is committed on its own, and a commit would otherwise expire every row loaded
     # for the batch, reloading them one by one. Outcomes are written with guarded UPDATEs that
@@ -160,15 +167,19 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                     if not stream.pending and stream.more:
                         batch_now = fixed_now or utcnow()
                         limit = _claim_limit(batch_size, channel)
+                        claimed = {}
                         try:
                             claimed = claim_due(batch_now, worker, limit, stream.medium)
                             rows = _load(claimed)
-                        except (OperationalError, InterfaceError):
-                            # The database went away: claim no more this run, but see the sends
-                            # under way through, so their outcomes are written once it is back.
+                        except DATABASE_GONE:
+                            # The database went away: claim no more this run, give back what was
+                            # claimed, and see the sends under way through, so that their outcomes
+                            # are written once it is back.
                             db.session.rollback()
                             log.warning("dispatch: database unavailable; no more claims this run")
-                            stream.more = False
+                            _release(claimed)
+                            for each in streams:
+                                each.more = False
                             continue
                         report.claimed += len(claimed)
                         stream.pending.extend((rows[i], token, batch_now) for i, token in claimed.items())
@@ -187,10 +198,19 @@ def dispatch_due(policy: SendPolicy, worker: str, now=None, batch_size: int = 10
                 channel = _channel(channels, ready.medium)
                 try:
                     prepared = _prepare(invitation, token, policy, batch_now, max_attempts)
+                except DATABASE_GONE:
+                    db.session.rollback()
+                    log.warning("dispatch: database unavailable; claims not yet sent given back")
+                    ready.pending.appendleft((invitation, token, batch_now))
+                    for each in streams:
+                        each.more = False
+                        _release({_id(inv): tok for inv, tok, _ in each.pending})
+                        each.pending.clear()
+                    continue
                 except Exception:
                     # Something broke before anything was handed to a channel: back in the queue.
                     db.session.rollback()
-                    log.exception("invitation %s: error before sending", invitation.id)
+                    log.exception("invitation %s: error before sending", _id(invitation))
                     prepared = _requeue(invitation, batch_now, max_attempts, "error before sending")
                 if not isinstance(prepared, Message):
                     _record(report, invitation, claim, *prepared)
@@ -321,32 +341,59 @@ def _outcome(invitation: Invitation, result: SendResult, max_attempts: int) -> t
     return _failed(error, exc.code)
 
 
-# Seconds between tries to write an outcome while the database is away (a restart): about half a
-# minute in all, since an outcome lost here turns a message that went out into one in doubt.
+DATABASE_GONE = (OperationalError, InterfaceError)
+# Seconds between tries while the database is away (a restart): about half a minute in all, since
+# an outcome lost here turns a message that went out into one in doubt.
 _DATABASE_RETRIES = (0.5, 1, 2, 4, 8, 15)
 
 
-def _record(report: DispatchReport, invitation: Invitation, claim: str, outcome: str, values: dict) -> None:
-    for pause in (*_DATABASE_RETRIES, None):
+def _id(invitation: Invitation) -> int:
+    # A rollback expires every loaded row, its id too; the identity map still knows it, without
+    # asking a database that may be away.
+    return inspect(invitation).identity[0]
+
+
+def _retrying(work, invitation_id: int):
+    """work(), tried again while the database is away; the last failure is raised."""
+    for pause in _DATABASE_RETRIES:
         try:
-            # Safe to repeat: a commit that did land before the connection broke changed the
-            # row, so the guarded UPDATE no longer applies and nothing is counted twice.
-            report.add(outcome if _finish(invitation, claim, outcome, values) else "lost")
-            return
-        except (OperationalError, InterfaceError):
+            return work()
+        except DATABASE_GONE:
             db.session.rollback()
-            if pause is None:
-                break
-            log.warning("invitation %s: database unavailable, recording %s again in %ss", invitation.id,
-                        outcome, pause)
+            log.warning("invitation %s: database unavailable, trying again in %ss", invitation_id, pause)
             time.sleep(pause)
+    return work()
+
+
+def _record(report: DispatchReport, invitation: Invitation, claim: str, outcome: str, values: dict) -> None:
+    try:
+        # Safe to repeat: a commit that did land before the connection broke changed the row, so
+        # the guarded UPDATE no longer applies and nothing is counted twice.
+        applied = _retrying(lambda: _finish(invitation, claim, outcome, values), _id(invitation))
+        report.add(outcome if applied else "lost")
+    except Exception:
+        # One outcome that cannot be written must not abandon the others: this row stays
+        # "sending" and is settled by the recovery job after its lease.
+        db.session.rollback()
+        log.exception("invitation %s: could not record %s", _id(invitation), outcome)
+        report.add("unrecorded")
+
+
+def _release(claimed: dict[int, str]) -> None:
+    """Give claims never handed over back to the queue, by id and claim token, once the database
+    answers (without it, the recovery job does so after the lease)."""
+    def release():
+        for inv_id, token in claimed.items():
+            db.session.execute(update(Invitation).where(
+                Invitation.id == inv_id, Invitation.token_hash == hash_secret(token),
+                Invitation.status == "sending", Invitation.send_started_at.is_(None)).values(**_GIVEN_BACK))
+        db.session.commit()
+    if claimed:
+        try:
+            _retrying(release, next(iter(claimed)))
         except Exception:
             db.session.rollback()
-            log.exception("invitation %s: could not record %s", invitation.id, outcome)
-            break
-    # One outcome that cannot be written must not abandon the others: this row stays "sending"
-    # and is settled by the recovery job after its lease.
-    report.add("unrecorded")
+            log.exception("dispatch: could not give %d claims back; the recovery job will", len(claimed))
 
 
 _RELEASED = {"token_hash": None, "expires_at": None, "claimed_at": None, "claimed_by": None, "sent_to": None,

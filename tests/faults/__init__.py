@@ -1,0 +1,1 @@
+"""Fault tests: the database restarting under load, providers failing or hanging; real processes."""
