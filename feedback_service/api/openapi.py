@@ -25,18 +25,26 @@ _cell = {
     "required": ["suppressed"],
 }
 _slug = {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _or_blank(schema: dict) -> dict:
+    """A query value that may also be left empty (as a form sends it): empty means not given."""
+    return {"anyOf": [{"type": "string", **schema}, {"type": "string", "maxLength": 0}]}
+
+
 _filters = [
-    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+    {"name": "from", "in": "query", "schema": _or_blank({"format": "date"}),
      "description": "first day of journey moments (UTC), inclusive; default: 89 days before 'to'"},
-    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+    {"name": "to", "in": "query", "schema": _or_blank({"format": "date"}),
      "description": "last day, inclusive; default: today (UTC)"},
     {"name": "stage", "in": "query", "schema": {"type": "string"}, "description": "a stage slug"},
     {"name": "touchpoint", "in": "query", "schema": {"type": "string"}, "description": "a touchpoint slug"},
-    {"name": "channel", "in": "query", "schema": {"type": "string", "enum": ["sms", "email"]},
+    {"name": "channel", "in": "query", "schema": _or_blank({"enum": ["sms", "email"]}),
      "description": "the channel the invitation went by"},
-    {"name": "locale", "in": "query", "schema": {"type": "string"}},
-    {"name": "source", "in": "query", "schema": {"type": "string"}, "description": "the events' source"},
-    {"name": "interval", "in": "query", "schema": {"type": "string", "enum": ["week", "month"]}},
+    {"name": "locale", "in": "query", "schema": {"type": "string", "maxLength": 80}},
+    {"name": "source", "in": "query", "schema": {"type": "string", "maxLength": 80},
+     "description": "the events' source"},
+    {"name": "interval", "in": "query", "schema": _or_blank({"enum": ["week", "month"]})},
 ]
 _map_errors = {
     "404": {"description": "no such journey", "content": {"application/json": {"schema": _error}}},
@@ -67,9 +75,14 @@ _recorded_answer = {"application/json": {"schema": {"oneOf": [
     {"$ref": "#/components/schemas/RecordedEvent"},
     {"type": "object", "properties": {"events": {"type": "array", "items": {
         "$ref": "#/components/schemas/RecordedEvent"}}}, "required": ["events"]}]}}}
+# Every operation reads the database: while it is away, a 503 at once (JSON, the FHIR endpoint's too).
+_unavailable = {"503": {"description": "the database is unavailable; nothing was stored, retry after Retry-After "
+                                       "seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+                        "content": {"application/json": {"schema": _error}}}}
 _auth = {"401": {"description": "missing or wrong API key", "content": {"application/json": {"schema": _error}}},
          "403": {"description": "the API key lacks the scope this operation needs",
-                 "content": {"application/json": {"schema": _error}}}}
+                 "content": {"application/json": {"schema": _error}}},
+         **_unavailable}
 _too_large = {"413": {"description": "body over 8 MB", "content": {"application/json": {"schema": _error}}}}
 _outcome = {"application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}}
 # The FHIR endpoint answers its errors, refused keys included, as OperationOutcomes.
@@ -81,8 +94,9 @@ _fhir_errors = {
     "415": {"description": "not FHIR JSON (OperationOutcome)", "content": _outcome},
     "422": {"description": "invalid resource, or a transaction with an invalid entry (OperationOutcome)",
             "content": _outcome},
+    **_unavailable,
 }
-_er7 = {"x-application/hl7-v2+er7": {"schema": {"type": "string"}}}
+_er7 = {"x-application/hl7-v2+er7": {"schema": {"type": "string", "pattern": "^MSH"}}}
 _fhir_in = {
     "type": "object",
     "description": "a FHIR R4 resource (validated with the R4B models of fhir.resources)",
@@ -90,8 +104,8 @@ _fhir_in = {
         "resourceType": {"type": "string", "enum": ["Appointment", "Encounter", "Patient", "Bundle"]},
         "type": {"type": "string", "description": "Bundle.type",
                  "enum": ["transaction", "batch", "collection", "subscription-notification", "history", "searchset"]},
-        "entry": {"type": "array", "items": {"type": "object", "properties": {
-            "fullUrl": {"type": "string"}, "resource": {"type": "object"}}}},
+        # Entries are judged one by one: in a batch a bad entry gets its own 422 in a 200 answer.
+        "entry": {"type": "array", "description": "Bundle.entry: {fullUrl, resource}, at most 1000"},
     },
     "required": ["resourceType"],
 }
@@ -128,11 +142,6 @@ OPENAPI = {
     },
     "security": [{"bearer": []}],
     "paths": {
-        "/api/v1/openapi.json": {"get": {
-            "summary": "This document", "security": [],
-            "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {
-                "type": "object", "required": ["openapi", "paths"]}}}}},
-        }},
         "/api/v1/events": {"post": {
             "summary": "Record journey events; each may schedule a survey invitation",
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": [
@@ -167,7 +176,8 @@ OPENAPI = {
             "requestBody": {"required": True, "content": _er7},
             "responses": {
                 "200": {"description": "the ACK, MSA|AA: stored", "content": _er7},
-                "400": {"description": "the ACK, MSA|AE or MSA|AR, with the reason in MSA-3 and ERR-8", "content": _er7},
+                "400": {"description": "the ACK, MSA|AE or MSA|AR, with the reason in MSA-3 and ERR-8",
+                        "content": _er7},
                 **_too_large, **_auth,
             },
         }},
@@ -187,9 +197,9 @@ OPENAPI = {
             "summary": "Per-stage and per-touchpoint scores for journey moments in a period",
             "parameters": [
                 {"name": "slug", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "from", "in": "query", "schema": {"type": "string", "format": "date"},
+                {"name": "from", "in": "query", "schema": _or_blank({"format": "date"}),
                  "description": "first day of journey moments (UTC), inclusive"},
-                {"name": "to", "in": "query", "schema": {"type": "string", "format": "date"},
+                {"name": "to", "in": "query", "schema": _or_blank({"format": "date"}),
                  "description": "last day, inclusive"},
             ],
             "responses": {

@@ -9,6 +9,7 @@ into moments, and answer in FHIR's own terms (OperationOutcome, batch-response B
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
@@ -58,8 +59,7 @@ def read_request(body) -> tuple[str, list[Entry]]:
     FHIR resource at all, or not one we take."""
     if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
         raise MessageError("the body must be a FHIR resource: a JSON object with a resourceType")
-    if _has_nul(body):
-        raise MessageError("the body holds a NUL character (\\u0000), which no FHIR string may")
+    _refuse_unreadable(body)
     kind = body["resourceType"]
     if kind != "Bundle":
         if kind not in ACTED_ON:
@@ -70,7 +70,7 @@ def read_request(body) -> tuple[str, list[Entry]]:
     if bundle_type not in BUNDLE_TYPES:
         raise MessageError(f"Bundle.type {bundle_type!r}: this endpoint takes {', '.join(BUNDLE_TYPES)} Bundles",
                            reject=True)
-    raw_entries = body.get("entry") or []
+    raw_entries = body.get("entry", [])  # absent: no entries; null, 0 or "" is no list
     if not isinstance(raw_entries, list):
         raise MessageError("Bundle.entry must be a list")
     if len(raw_entries) > MAX_ENTRIES:
@@ -112,8 +112,11 @@ def _entry(resource, index: int | None, full_url) -> Entry:
     except ValidationError as exc:
         for err in exc.errors():
             entry.errors.append((".".join(p for p in (where or kind, _path(err["loc"])) if p), _msg(err)))
-    except (TypeError, ValueError) as exc:  # the models raise these for some shapes outside pydantic
-        entry.errors.append((where or kind, str(exc)[:200]))
+    except (TypeError, ValueError, AttributeError) as exc:
+        # The models raise these for some shapes outside pydantic: a number or boolean where a
+        # url is due (Subscription.channel.endpoint: 5) is an AttributeError in fhir_core's url type.
+        message = "a number or boolean where a URL is due" if isinstance(exc, AttributeError) else str(exc)[:200]
+        entry.errors.append((where or kind, message))
     status = resource.get("status")
     if kind in STATUSES and isinstance(status, str) and status not in STATUSES[kind]:
         entry.errors.append((f"{where or kind}.status", f"{status!r} is not an R4 {kind} status "
@@ -121,14 +124,28 @@ def _entry(resource, index: int | None, full_url) -> Entry:
     return entry
 
 
-def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+# JSON levels (objects and lists): real resources nest about ten deep, and the models'
+# validators recurse per level, so a body nested hundreds deep would exhaust Python's stack.
+MAX_DEPTH = 64
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _refuse_unreadable(body) -> None:
+    """MessageError for what no FHIR resource holds and we cannot safely read or store: NUL
+    characters, unpaired surrogates (JSON lets an escaped "\\ud800" through alone, and no text can
+    be encoded from it) and nesting deeper than MAX_DEPTH. A loop, not recursion, for that reason."""
+    stack = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise MessageError("the body holds a NUL character (\\u0000), which no FHIR string may")
+            if _SURROGATE.search(value):
+                raise MessageError("the body holds an unpaired surrogate (\\ud800-\\udfff), which is not Unicode text")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise MessageError(f"the body is nested more than {MAX_DEPTH} levels deep")
+            stack.extend((v, depth + 1) for v in ([*value, *value.values()] if isinstance(value, dict) else value))
 
 
 def _path(loc) -> str:

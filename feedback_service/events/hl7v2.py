@@ -88,6 +88,9 @@ def parse(text: str) -> Message:
         message = Message(text, hl7.parse(wanted))
     except (hl7.ParseException, ValueError, IndexError) as exc:
         raise MessageError(f"not a readable HL7 v2 message: {exc}", reject=True) from None
+    except AssertionError:  # the library's check that no two separators are the same character
+        raise MessageError("MSH-1, MSH-2: the field separator and the encoding characters must be "
+                           "different characters", reject=True) from None
     if not _get(message, "MSH.F10"):
         raise MessageError("MSH-10: the message control id is missing", reject=True)
     if _get(message, "MSH.F9.R1.C1") == "" or _get(message, "MSH.F9.R1.C2") == "":
@@ -309,8 +312,10 @@ def ack(text: str | Message | None, code: str = "AA", reason: str | None = None)
         stamp = datetime.now().strftime("%Y%m%d%H%M%S")
         answer = f"MSH|^~\\&|FEEDBACK||||{stamp}||ACK|{hl7.generate_message_control_id()}|P|2.5\rMSA|{code}|"
     if code != "AA" and reason:
-        escaped = _escape(reason[:200])
-        answer = answer.rstrip("\r") + f"|{escaped}\rERR||||E||||{escaped}"
+        # In the ACK's own separators, which are the sender's: a "#"-separated feed reads "#".
+        f = answer[3]
+        escaped = _escape(reason[:200], f, answer[4:answer.index(f, 4)])
+        answer = answer.rstrip("\r") + f"{f}{escaped}\rERR{f * 4}E{f * 4}{escaped}"
     return answer.rstrip("\r") + "\r"
 
 
@@ -324,6 +329,9 @@ def _pad_msh(text: str) -> str:
     return separator.join(fields) + ("\r" + rest if rest else "")
 
 
-def _escape(text: str) -> str:
-    out = text.replace("\\", "\\E\\").replace("|", "\\F\\").replace("^", "\\S\\").replace("&", "\\T\\")
-    return out.replace("~", "\\R\\").replace("\r", " ").replace("\n", " ")
+def _escape(text: str, field: str = "|", encoding: str = "^~\\&") -> str:
+    """Text for a field, with the message's separators escaped (MSH-2 characters it leaves out
+    take their defaults, as readers assume)."""
+    component, repetition, escape, subcomponent = (encoding + "^~\\&"[len(encoding):])[:4]
+    codes = {escape: "E", field: "F", component: "S", subcomponent: "T", repetition: "R"}
+    return "".join(f"{escape}{codes[c]}{escape}" if c in codes else " " if c in "\r\n" else c for c in text)

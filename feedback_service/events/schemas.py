@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import phonenumbers
 from pydantic import (AwareDatetime, BaseModel, BeforeValidator, ConfigDict, EmailStr, Field, StrictBool,
-                      TypeAdapter, ValidationError, field_validator)
+                      StringConstraints, TypeAdapter, ValidationError, field_validator)
 
 MAX_BATCH = 1000
 MAX_CLOCK_SKEW = timedelta(hours=1)
@@ -22,15 +22,21 @@ def _no_nul(value):
     return value
 
 
-Text = Annotated[str, BeforeValidator(_no_nul)]
+def _text(**lengths):
+    """A string without NUL; its lengths as string constraints, so that an error reads "String
+    should have at least 1 character" (a Field() around the validator would count "items")."""
+    return Annotated[str, StringConstraints(**lengths), BeforeValidator(_no_nul)]
+
+
+Text = _text()
 Slug = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,79}$")]
 
 
 class PatientIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    id: Annotated[Text, Field(min_length=1, max_length=128)]
-    first_name: Annotated[Text, Field(max_length=100)] | None = None
+    id: _text(min_length=1, max_length=128)
+    first_name: _text(max_length=100) | None = None
     phone: Text | None = None
     email: EmailStr | None = None
     locale: Annotated[str, Field(max_length=20, pattern=r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")] | None = None
@@ -66,7 +72,7 @@ class PatientIn(BaseModel):
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    external_id: Annotated[Text, Field(min_length=1, max_length=128)]
+    external_id: _text(min_length=1, max_length=128)
     type: Literal["booking", "discharge", "follow_up"]
     occurred_at: AwareDatetime
     journey: Slug | None = None
