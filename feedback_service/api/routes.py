@@ -63,7 +63,7 @@ def list_journeys():
 @bp.get("/journeys/<slug>/scores")
 @require_api_key("scores")
 def scores(slug: str):
-    journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
+    journey = db.session.scalar(select(Journey).where(Journey.slug == slug)) if "\x00" not in slug else None
     if journey is None:
         return error(404, f"no journey {slug!r}")
     errors, bounds = {}, {}
@@ -83,7 +83,7 @@ def scores(slug: str):
 
 def _map_request(slug: str):
     """The journey, filters and interval of a map or trends request; a 404 or 422 otherwise."""
-    journey = db.session.scalar(select(Journey).where(Journey.slug == slug))
+    journey = db.session.scalar(select(Journey).where(Journey.slug == slug)) if "\x00" not in slug else None
     if journey is None:
         abort(make_response(error(404, f"no journey {slug!r}")))
     interval = request.args.get("interval") or None

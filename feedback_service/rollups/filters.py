@@ -69,6 +69,9 @@ def parse_filters(args, journey: Journey, today: date, default_days: int = DEFAU
     Without dates, the period is the `default_days` days up to today."""
     errors: dict[str, str] = {}
     raw = {name: (args.get(name) or "").strip() or None for name in NAMES}
+    for name, value in raw.items():
+        if value is not None and "\x00" in value:  # PostgreSQL refuses NUL in text outright
+            errors[name], raw[name] = "must not contain a NUL character", None
     bounds = {}
     for name in ("from", "to"):
         try:

@@ -1,12 +1,20 @@
 """Hostile input: the fuzz cases run are counted by kind and printed at the end of the run, so
-that CI's log says how many ran ("fuzz: N cases")."""
+that CI's log says how many ran ("fuzz: N cases"); Hypothesis keeps its caches out of the repo."""
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 CASES = pytest.StashKey[Counter]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hypothesis_home(tmp_path_factory):
+    # No example database is kept (settings(database=None)), but Hypothesis still caches what it
+    # learns of the code and of Unicode in .hypothesis/ of the working directory: not in the repo.
+    set_hypothesis_home_dir(tmp_path_factory.mktemp("hypothesis"))
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ OPERATIONS = [(method.upper(), path) for path, item in OPENAPI["paths"].items() 
 # Cases that break the schema, for the operations that take something to break.
 CASES = [(method, path, mode) for method, path in OPERATIONS for mode in GenerationMode
          if mode.is_positive or {"parameters", "requestBody"} & set(OPENAPI["paths"][path][method.lower()])]
-# Cases per operation and mode: about 40 s for the whole file on SQLite and on PostgreSQL.
+# Cases per operation and mode: 600 in all, 15 to 40 s for the file on SQLite or PostgreSQL.
 MAX_EXAMPLES = 40
 FUZZ = settings(max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
@@ -157,6 +157,7 @@ def test_what_the_fuzz_run_found(app, api_key, journeys, slug, query):
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES, ids=[f"{m} {p} {mode}" for m, p, mode in CASES])
 def test_operation(api_schema, api_key, revoked_key, journeys, fuzz_cases, method, path, mode):
+    """Generated requests for one operation: no 5xx, answers as documented, errors as readable."""
     operation = api_schema[path][method]
     good = f"Bearer {api_key}"
 
